@@ -1,0 +1,201 @@
+// defines: sx::model::Backend and the planned ops it makes (ConvOp, BatchNormOp, PoolOp, LinearOp),
+// plus the op descriptors. The narrow interface every layer calls; cpu/ (oneDNN) implements it
+// and is the reference other backends are tested against.
+//
+// Planning: each layer asks the backend once, at build time, for an op planned for its shape
+// (make_conv, ...). The op caches its primitives, chooses its output layout and keeps any
+// workspace it needs between forward and backward, so one op object belongs to one layer.
+//
+// Gradient rule: parameter gradients accumulate into the flat gradient buffer when
+// `accumulate` is true and overwrite it when false (the first micro-batch of a step);
+// activation gradients always overwrite, except the explicit merges (add_into, the residual
+// shortcut gradient of scale_add_relu_backward).
+//
+// Memory: every float* / Tensor::data passed here is backend memory (see allocate()).
+// 2-D activations (N, C) — SE and classifier inputs/outputs, logits — are plain row-major float*.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "model/tensor.h"
+
+namespace sx::model {
+
+struct ConvDesc {
+  Dims in;                       // (N, C, H, W) input
+  Layout in_layout = Layout::kNCHW;
+  int oc = 0;                    // output channels
+  int kh = 1, kw = 1;
+  int stride = 1, pad = 0;       // same in both spatial dims
+  int groups = 1;                // C and OC divisible by groups
+};
+
+struct BatchNormDesc {
+  Dims dims;                     // (N, C, H, W)
+  Layout layout = Layout::kNCHW;
+  float eps = 1e-5f;
+  bool fuse_relu = false;        // y = relu(bn(x)); backward applies the relu mask itself
+};
+
+enum class PoolKind : uint8_t {
+  kMax,          // padding never wins
+  kAvg,          // average over the in-bounds part of the window (PyTorch count_include_pad=False)
+};
+
+struct PoolDesc {
+  Dims in;
+  Layout in_layout = Layout::kNCHW;
+  PoolKind kind = PoolKind::kMax;
+  int kernel = 2, stride = 2, pad = 0;
+  bool ceil_mode = false;        // output size rounds up (PyTorch ceil_mode)
+};
+
+struct LinearDesc {
+  int n = 0, in = 0, out = 0;    // y (N, OUT) = x (N, IN) · w^T (OUT, IN) + b (OUT)
+  bool bias = true;
+};
+
+// SGD with momentum, PyTorch semantics: v = m·v + g + wd·w; w -= lr·(nesterov ? g + wd·w + m·v : v).
+struct SgdHyper {
+  float lr = 0.1f;
+  float momentum = 0.9f;
+  bool nesterov = false;
+};
+// A contiguous run of the flat buffers that shares a weight decay (BN and biases usually 0).
+struct SgdSegment {
+  int64_t offset = 0, count = 0;
+  float weight_decay = 0.f;
+};
+
+class ConvOp {
+ public:
+  virtual ~ConvOp() = default;
+  virtual Dims out_dims() const = 0;
+  virtual Layout out_layout() const = 0;
+  // y = conv(x, w). w: (OC, C/G, KH, KW) plain. x must be in desc.in_layout, y in out_layout().
+  virtual Status forward(const Tensor& x, const float* w, const Tensor& y) = 0;
+  // dx = conv_transpose(dy, w), overwrites dx (in desc.in_layout). Uses the same w as the last forward.
+  virtual Status backward_data(const Tensor& dy, const float* w, const Tensor& dx) = 0;
+  // dw (+)= correlation of x and dy. dw: (OC, C/G, KH, KW) plain.
+  virtual Status backward_weights(const Tensor& x, const Tensor& dy, float* dw, bool accumulate) = 0;
+};
+
+class BatchNormOp {
+ public:
+  virtual ~BatchNormOp() = default;
+  // Training: normalises with the batch statistics, stores them (biased variance) in
+  // save_mean/save_var (C floats each, kept for backward), and updates the running statistics:
+  // running = (1 - momentum)·running + momentum·batch, with the unbiased variance (PyTorch).
+  virtual Status forward_train(const Tensor& x, const float* gamma, const float* beta, const Tensor& y,
+                               float* save_mean, float* save_var, float* running_mean, float* running_var,
+                               float momentum) = 0;
+  // Inference: normalises with the running statistics.
+  virtual Status forward_eval(const Tensor& x, const float* gamma, const float* beta, const float* running_mean,
+                              const float* running_var, const Tensor& y) = 0;
+  // dx overwritten; dgamma, dbeta (+)=. y is the forward output (needed for the fused relu mask).
+  virtual Status backward(const Tensor& x, const Tensor& y, const Tensor& dy, const float* gamma,
+                          const float* save_mean, const float* save_var, const Tensor& dx, float* dgamma,
+                          float* dbeta, bool accumulate) = 0;
+};
+
+class PoolOp {
+ public:
+  virtual ~PoolOp() = default;
+  virtual Dims out_dims() const = 0;
+  virtual Layout out_layout() const = 0;
+  virtual Status forward(const Tensor& x, const Tensor& y) = 0;  // keeps the max-pool argmax for backward
+  virtual Status backward(const Tensor& dy, const Tensor& dx) = 0;  // dx overwritten
+};
+
+class LinearOp {
+ public:
+  virtual ~LinearOp() = default;
+  virtual Status forward(const float* x, const float* w, const float* b, float* y) = 0;
+  virtual Status backward_data(const float* dy, const float* w, float* dx) = 0;  // dx overwritten
+  // dw (OUT, IN) and db (OUT) (+)=. db may be null when the desc has no bias.
+  virtual Status backward_weights(const float* x, const float* dy, float* dw, float* db, bool accumulate) = 0;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string name() const = 0;
+  virtual bool is_device() const = 0;  // true when memory is not host-addressable
+
+  // ---- memory -------------------------------------------------------------------------
+  virtual Buffer allocate(size_t bytes) = 0;  // zero-filled
+  virtual Status copy_to_device(void* dst, const void* host_src, size_t bytes) = 0;
+  virtual Status copy_to_host(void* host_dst, const void* src, size_t bytes) = 0;
+  virtual Status fill(float* dst, float value, int64_t count) = 0;
+  // Plain NCHW host data <-> a tensor in any layout (blocked padding is written as zeros).
+  virtual Status upload_nchw(const float* host_nchw, const Tensor& dst) = 0;
+  virtual Status download_nchw(const Tensor& src, float* host_nchw) = 0;
+  // The layout this backend keeps activations with `channels` channels in between layers.
+  virtual Layout activation_layout(int channels) const = 0;
+  virtual Status synchronize() = 0;  // waits for queued work (no-op on CPU)
+
+  // ---- planned ops ----------------------------------------------------------------------
+  virtual StatusOr<std::unique_ptr<ConvOp>> make_conv(const ConvDesc& desc) = 0;
+  virtual StatusOr<std::unique_ptr<BatchNormOp>> make_batch_norm(const BatchNormDesc& desc) = 0;
+  virtual StatusOr<std::unique_ptr<PoolOp>> make_pool(const PoolDesc& desc) = 0;
+  virtual StatusOr<std::unique_ptr<LinearOp>> make_linear(const LinearDesc& desc) = 0;
+
+  // ---- stateless ops ----------------------------------------------------------------------
+  // y[n, c] = mean over H, W of x[n, c, :, :]; y is plain (N, C).
+  virtual Status global_avg_pool_forward(const Tensor& x, float* y) = 0;
+  // dx[n, c, h, w] = dy[n, c] / (H·W), overwrites dx.
+  virtual Status global_avg_pool_backward(const float* dy, const Tensor& dx) = 0;
+
+  // 2-D element-wise on plain float* of `count` values. Backward takes the forward output y.
+  virtual Status relu_forward(const float* x, float* y, int64_t count) = 0;
+  virtual Status relu_backward(const float* y, const float* dy, float* dx, int64_t count) = 0;
+  virtual Status sigmoid_forward(const float* x, float* y, int64_t count) = 0;
+  virtual Status sigmoid_backward(const float* y, const float* dy, float* dx, int64_t count) = 0;
+
+  // Residual merge of a bottleneck: out = relu(x · s[n, c] + shortcut). s is plain (N, C), or null
+  // for a plain ResNeXt (scale 1). x, shortcut and out share dims and layout.
+  virtual Status scale_add_relu_forward(const Tensor& x, const float* s, const Tensor& shortcut,
+                                        const Tensor& out) = 0;
+  // Given dout and the forward out: dz = dout · [out > 0] is written to dshortcut (overwrite);
+  // when s is not null, ds[n, c] = sum over H, W of dz · x (overwrite, plain (N, C)).
+  virtual Status scale_add_relu_backward(const Tensor& dout, const Tensor& out, const Tensor& x, const float* s,
+                                         const Tensor& dshortcut, float* ds) = 0;
+  // dx = dz · s[n, c] + (dmean ? dmean[n, c] / (H·W) : 0), overwrite. s null means 1.
+  // Finishes the SE branch: dz is dshortcut from above, dmean the gradient of the SE pool input.
+  virtual Status scale_backward(const Tensor& dz, const float* s, const float* dmean, const Tensor& dx) = 0;
+  // dst += src (same dims and layout): merges the two gradients of a block input.
+  virtual Status add_into(const Tensor& dst, const Tensor& src) = 0;
+
+  // Mean softmax cross-entropy over the batch, against labels (N ints) smoothed by
+  // `label_smoothing` (target = (1-ε)·onehot + ε/K), or against soft targets (N, K) when
+  // `soft_targets` is not null (labels then ignored). Writes dlogits = (softmax - target) / N · grad_scale,
+  // and the mean loss to *host_loss (host memory).
+  virtual Status softmax_cross_entropy(const float* logits, const int32_t* labels, const float* soft_targets,
+                                       int n, int k, float label_smoothing, float grad_scale, float* dlogits,
+                                       float* host_loss) = 0;
+
+  // Top-1 and top-5 hits of logits (N, K) against labels, added to *host_top1 / *host_top5.
+  virtual Status count_top_k(const float* logits, const int32_t* labels, int n, int k, int64_t* host_top1,
+                             int64_t* host_top5) = 0;
+
+  // One fused pass of SGD over the flat buffers, segment by segment.
+  virtual Status sgd_step(float* params, const float* grads, float* momentum_buf,
+                          std::span<const SgdSegment> segments, const SgdHyper& hyper) = 0;
+
+  // Number of layout conversions (reorders) executed so far; a test and the benchmark read it.
+  virtual int64_t reorder_count() const = 0;
+};
+
+struct BackendOptions {
+  int threads = 0;  // 0 = leave the runtime's default
+};
+
+// The oneDNN CPU backend (model/cpu/).
+std::unique_ptr<Backend> make_cpu_backend(const BackendOptions& options = {});
+
+}  // namespace sx::model
