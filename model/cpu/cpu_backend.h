@@ -7,6 +7,7 @@
 #include <atomic>
 #include <dnnl.hpp>
 #include <memory>
+#include <optional>
 
 #include "model/backend.h"
 
