@@ -36,6 +36,7 @@ struct ModelSpec {
   int width(int stage) const;              // bottleneck width = cardinality · base_width · 2^stage
   int out_channels(int stage) const;
   int stride(int stage) const;
+  int se_channels(int stage) const;        // out_channels / se_reduction (floor), 0 without SE
   Status validate() const;                 // names the offending field
 };
 
@@ -46,5 +47,7 @@ std::vector<std::string> preset_names();
 
 // Trainable parameters (weights, BN gamma/beta, FC and SE biases); BN running stats not counted.
 int64_t count_parameters(const ModelSpec& spec);
+// Forward multiply-adds of one image (convolutions and linear layers; BN, pools, SE scaling not counted).
+int64_t count_macs(const ModelSpec& spec, int image_h, int image_w);
 
 }  // namespace sx::model

@@ -1,6 +1,206 @@
-// PLACEHOLDER until the oneDNN implementation lands (being written now).
+// ConvOp on oneDNN: grouped 2-D convolution forward, backward-data and backward-weights.
+// N batch, C input channels, OC output channels, G groups, KH/KW kernel, OH/OW output size.
+//
+// The three primitive descriptors are built once here (weights `any`, the backward ones hinted by
+// the forward one). Activations normally go to the primitives in the layouts the network keeps
+// (desc.in_layout in, activation_layout(OC) out) so nothing is reordered between layers; only
+// where that would land on a reference implementation (e.g. backward-data into a 3-channel
+// plain input) the primitive picks its own format and the op reorders, counted by the backend.
+#include <string>
+
 #include "model/cpu/cpu_backend.h"
+#include "model/cpu/dnnl_util.h"
 
 namespace sx::model::cpu {
-StatusOr<std::unique_ptr<ConvOp>> make_cpu_conv(CpuBackend&, const ConvDesc&) { return Status::unimplemented("conv"); }
+namespace {
+
+using dnnl::memory;
+using tag = memory::format_tag;
+using dt = memory::data_type;
+
+// One activation argument of a primitive: the user's tensor layout and, when the primitive wants
+// another format, an op-owned buffer plus the planned reorder to or from it.
+struct ActArg {
+  memory user;                   // handle set per call, user layout
+  OwnedMemory internal;          // empty when the primitive takes the user layout
+  PlannedReorder convert;        // user -> internal (inputs) or internal -> user (outputs)
+  bool needs_reorder = false;
+
+  static ActArg make(CpuBackend& be, const memory::desc& user_md, const memory::desc& prim_md, bool is_input) {
+    ActArg a;
+    a.user = handle_memory(user_md, be.engine());
+    if (prim_md != user_md) {
+      a.needs_reorder = true;
+      a.internal = OwnedMemory::make(be, prim_md);
+      a.convert = is_input ? PlannedReorder::make(user_md, prim_md, be.engine())
+                           : PlannedReorder::make(prim_md, user_md, be.engine());
+    }
+    return a;
+  }
+  // The memory to hand to the primitive for an input: reorders the user's data if needed.
+  const memory& input(CpuBackend& be, float* data) {
+    user.set_data_handle(data);
+    if (!needs_reorder) return user;
+    convert.run_counted(be, data, internal.data());
+    return internal.mem;
+  }
+  // The memory the primitive writes an output to; finish_output() then moves it to the user's.
+  const memory& output(float* data) {
+    user.set_data_handle(data);
+    return needs_reorder ? internal.mem : user;
+  }
+  void finish_output(CpuBackend& be, float* data) {
+    if (needs_reorder) convert.run_counted(be, internal.data(), data);
+  }
+};
+
+class CpuConvOp final : public ConvOp {
+ public:
+  CpuConvOp(CpuBackend& be, const ConvDesc& d) : be_(be), d_(d) {}
+
+  Status init() {
+    const int oh = (d_.in.h + 2 * d_.pad - d_.kh) / d_.stride + 1;
+    const int ow = (d_.in.w + 2 * d_.pad - d_.kw) / d_.stride + 1;
+    out_ = Dims{d_.in.n, d_.oc, oh, ow};
+    out_layout_ = be_.activation_layout(d_.oc);
+    const int g = d_.groups;
+    // Plain weights (OC, C/G, KH, KW); grouped as (G, OC/G, C/G, KH, KW), the same bytes.
+    memory::dims wdims = g > 1 ? memory::dims{g, d_.oc / g, d_.in.c / g, d_.kh, d_.kw}
+                               : memory::dims{d_.oc, d_.in.c, d_.kh, d_.kw};
+    w_plain_md_ = memory::desc(wdims, dt::f32, g > 1 ? tag::goihw : tag::oihw);
+    const memory::desc x_md = tensor_md(d_.in, d_.in_layout), y_md = tensor_md(out_, out_layout_);
+    const memory::desc x_any(x_md.dims(), dt::f32, tag::any), y_any(y_md.dims(), dt::f32, tag::any);
+    const memory::desc w_any(wdims, dt::f32, tag::any);
+    const memory::dims strides = {d_.stride, d_.stride}, pad = {d_.pad, d_.pad};
+    const auto alg = dnnl::algorithm::convolution_direct;
+    auto& eng = be_.engine();
+
+    using Fwd = dnnl::convolution_forward;
+    using BwdData = dnnl::convolution_backward_data;
+    using BwdW = dnnl::convolution_backward_weights;
+    return dnnl_call("planning conv", [&] {
+      fwd_pd_ = Fwd::primitive_desc(Fwd::desc(dnnl::prop_kind::forward_training, alg, x_md, w_any, y_md, strides, pad, pad), eng);
+      if (is_ref_impl(fwd_pd_))
+        fwd_pd_ = Fwd::primitive_desc(Fwd::desc(dnnl::prop_kind::forward_training, alg, x_any, w_any, y_any, strides, pad, pad), eng);
+      bwd_data_pd_ = BwdData::primitive_desc(BwdData::desc(alg, x_md, w_any, y_md, strides, pad, pad), eng, fwd_pd_);
+      if (is_ref_impl(bwd_data_pd_))
+        bwd_data_pd_ = BwdData::primitive_desc(BwdData::desc(alg, x_any, w_any, y_any, strides, pad, pad), eng, fwd_pd_);
+      bwd_w_pd_ = BwdW::primitive_desc(BwdW::desc(alg, x_md, w_any, y_md, strides, pad, pad), eng, fwd_pd_);
+      if (is_ref_impl(bwd_w_pd_))
+        bwd_w_pd_ = BwdW::primitive_desc(BwdW::desc(alg, x_any, w_any, y_any, strides, pad, pad), eng, fwd_pd_);
+      fwd_ = Fwd(fwd_pd_);
+      bwd_data_ = BwdData(bwd_data_pd_);
+      bwd_w_ = BwdW(bwd_w_pd_);
+
+      fwd_x_ = ActArg::make(be_, x_md, fwd_pd_.src_desc(), true);
+      fwd_y_ = ActArg::make(be_, y_md, fwd_pd_.dst_desc(), false);
+      bd_dy_ = ActArg::make(be_, y_md, bwd_data_pd_.diff_dst_desc(), true);
+      bd_dx_ = ActArg::make(be_, x_md, bwd_data_pd_.diff_src_desc(), false);
+      bw_x_ = ActArg::make(be_, x_md, bwd_w_pd_.src_desc(), true);
+      bw_dy_ = ActArg::make(be_, y_md, bwd_w_pd_.diff_dst_desc(), true);
+
+      // Weights in the forward primitive's format, kept for backward-data when it uses the same.
+      w_fwd_ = OwnedMemory::make(be_, fwd_pd_.weights_desc());
+      w_to_fwd_ = PlannedReorder::make(w_plain_md_, fwd_pd_.weights_desc(), eng);
+      bd_shares_w_ = bwd_data_pd_.weights_desc() == fwd_pd_.weights_desc();
+      if (!bd_shares_w_) {
+        w_bd_ = OwnedMemory::make(be_, bwd_data_pd_.weights_desc());
+        w_to_bd_ = PlannedReorder::make(w_plain_md_, bwd_data_pd_.weights_desc(), eng);
+      }
+      // dW comes out in the primitive's format; reordered to plain, overwriting or adding.
+      dw_prim_ = OwnedMemory::make(be_, bwd_w_pd_.diff_weights_desc());
+      dw_to_plain_ = PlannedReorder::make(bwd_w_pd_.diff_weights_desc(), w_plain_md_, eng, false);
+      dw_add_to_plain_ = PlannedReorder::make(bwd_w_pd_.diff_weights_desc(), w_plain_md_, eng, true);
+    });
+  }
+
+  Dims out_dims() const override { return out_; }
+  Layout out_layout() const override { return out_layout_; }
+
+  Status forward(const Tensor& x, const float* w, const Tensor& y) override {
+    SX_TRY(check(x, d_.in, d_.in_layout, "conv forward x"));
+    SX_TRY(check(y, out_, out_layout_, "conv forward y"));
+    return dnnl_call("conv forward", [&] {
+      w_to_fwd_.run(be_.stream(), const_cast<float*>(w), w_fwd_.data());
+      w_fwd_source_ = w;
+      const memory& src = fwd_x_.input(be_, x.data);
+      const memory& dst = fwd_y_.output(y.data);
+      fwd_.execute(be_.stream(), {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, w_fwd_.mem}, {DNNL_ARG_DST, dst}});
+      fwd_y_.finish_output(be_, y.data);
+    });
+  }
+
+  Status backward_data(const Tensor& dy, const float* w, const Tensor& dx) override {
+    SX_TRY(check(dy, out_, out_layout_, "conv backward_data dy"));
+    SX_TRY(check(dx, d_.in, d_.in_layout, "conv backward_data dx"));
+    return dnnl_call("conv backward_data", [&] {
+      const memory* wm = &w_fwd_.mem;
+      if (!bd_shares_w_) {
+        w_to_bd_.run(be_.stream(), const_cast<float*>(w), w_bd_.data());
+        wm = &w_bd_.mem;
+      } else if (w_fwd_source_ != w) {  // no forward with these weights yet
+        w_to_fwd_.run(be_.stream(), const_cast<float*>(w), w_fwd_.data());
+        w_fwd_source_ = w;
+      }
+      const memory& ddst = bd_dy_.input(be_, dy.data);
+      const memory& dsrc = bd_dx_.output(dx.data);
+      bwd_data_.execute(be_.stream(), {{DNNL_ARG_DIFF_DST, ddst}, {DNNL_ARG_WEIGHTS, *wm}, {DNNL_ARG_DIFF_SRC, dsrc}});
+      bd_dx_.finish_output(be_, dx.data);
+    });
+  }
+
+  Status backward_weights(const Tensor& x, const Tensor& dy, float* dw, bool accumulate) override {
+    SX_TRY(check(x, d_.in, d_.in_layout, "conv backward_weights x"));
+    SX_TRY(check(dy, out_, out_layout_, "conv backward_weights dy"));
+    return dnnl_call("conv backward_weights", [&] {
+      const memory& src = bw_x_.input(be_, x.data);
+      const memory& ddst = bw_dy_.input(be_, dy.data);
+      bwd_w_.execute(be_.stream(), {{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_DST, ddst}, {DNNL_ARG_DIFF_WEIGHTS, dw_prim_.mem}});
+      (accumulate ? dw_add_to_plain_ : dw_to_plain_).run(be_.stream(), dw_prim_.data(), dw);
+    });
+  }
+
+  std::string impl_info() const {
+    return std::string(fwd_pd_.impl_info_str()) + " | " + bwd_data_pd_.impl_info_str() + " | " +
+           bwd_w_pd_.impl_info_str();
+  }
+
+ private:
+  static Status check(const Tensor& t, const Dims& dims, Layout layout, const char* what) {
+    if (t.dims == dims && t.layout == layout && t.data != nullptr) return Status::ok();
+    return Status::invalid_argument(std::string(what) + ": expected " + dims.to_string() + " " + layout_name(layout) +
+                                    ", got " + t.dims.to_string() + " " + layout_name(t.layout));
+  }
+
+  CpuBackend& be_;
+  ConvDesc d_;
+  Dims out_;                                  // (N, OC, OH, OW)
+  Layout out_layout_ = Layout::kNCHW;
+  memory::desc w_plain_md_;                   // (OC, C/G, KH, KW) or (G, OC/G, C/G, KH, KW)
+  dnnl::convolution_forward::primitive_desc fwd_pd_;
+  dnnl::convolution_backward_data::primitive_desc bwd_data_pd_;
+  dnnl::convolution_backward_weights::primitive_desc bwd_w_pd_;
+  dnnl::convolution_forward fwd_;
+  dnnl::convolution_backward_data bwd_data_;
+  dnnl::convolution_backward_weights bwd_w_;
+  ActArg fwd_x_, fwd_y_, bd_dy_, bd_dx_, bw_x_, bw_dy_;
+  OwnedMemory w_fwd_, w_bd_, dw_prim_;        // weights / dW in the primitives' formats
+  PlannedReorder w_to_fwd_, w_to_bd_, dw_to_plain_, dw_add_to_plain_;
+  bool bd_shares_w_ = true;
+  const float* w_fwd_source_ = nullptr;       // the plain weights w_fwd_ was last filled from
+};
+
+}  // namespace
+
+StatusOr<std::unique_ptr<ConvOp>> make_cpu_conv(CpuBackend& backend, const ConvDesc& desc) {
+  SX_CHECK_ARG(desc.in.n > 0 && desc.in.c > 0 && desc.in.h > 0 && desc.in.w > 0, "conv: empty input");
+  SX_CHECK_ARG(desc.oc > 0 && desc.kh > 0 && desc.kw > 0 && desc.stride > 0 && desc.pad >= 0, "conv: bad shape");
+  SX_CHECK_ARG(desc.groups > 0 && desc.in.c % desc.groups == 0 && desc.oc % desc.groups == 0,
+               "conv: channels not divisible by groups");
+  SX_CHECK_ARG(desc.in.h + 2 * desc.pad >= desc.kh && desc.in.w + 2 * desc.pad >= desc.kw, "conv: kernel larger than input");
+  auto op = std::make_unique<CpuConvOp>(backend, desc);
+  SX_TRY(op->init().with_context("conv " + desc.in.to_string() + " -> " + std::to_string(desc.oc)));
+  return std::unique_ptr<ConvOp>(std::move(op));
+}
+
 }  // namespace sx::model::cpu

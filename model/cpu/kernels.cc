@@ -1,22 +1,404 @@
-// PLACEHOLDER until the kernels land (being written now).
+// CpuBackend's own kernels: global average pool, ReLU/sigmoid, the SE residual merge and its
+// gradients, softmax cross-entropy, top-k counting and the fused SGD step.
+//
+// Activation kernels see any layout as [N][CB][HW][B] (layout_view.h) and run OpenMP-parallel over
+// (n, channel block), one pass over memory, the inner loop over the B lanes of a block (16 floats
+// of nChw16c = one vector; for nchw, B = 1 and the pixel loop is the vector loop). Lanes past C in
+// a padded last block are always written as 0. The arithmetic itself is model/elementwise.h.
+//
+// In-place is allowed where it makes sense: out may be x or shortcut, dshortcut may be dout, dx may
+// be dz, y may be x, dx may be dy, dlogits may be logits (each element is read before it is written).
+//
+// Determinism: no floating-point reduction crosses threads (each (n, c) sum is done by one thread,
+// the batch loss is summed serially), so results do not depend on the thread count or timing.
+#include <algorithm>
+#include <cmath>
+#include <type_traits>
+#include <vector>
+
 #include "model/cpu/cpu_backend.h"
+#include "model/cpu/layout_view.h"
+#include "model/elementwise.h"
 
 namespace sx::model::cpu {
-Status CpuBackend::global_avg_pool_forward(const Tensor& x, float* y) { return Status::unimplemented("global_avg_pool_forward"); }
-Status CpuBackend::global_avg_pool_backward(const float* dy, const Tensor& dx) { return Status::unimplemented("global_avg_pool_backward"); }
-Status CpuBackend::relu_forward(const float* x, float* y, int64_t count) { return Status::unimplemented("relu_forward"); }
-Status CpuBackend::relu_backward(const float* y, const float* dy, float* dx, int64_t count) { return Status::unimplemented("relu_backward"); }
-Status CpuBackend::sigmoid_forward(const float* x, float* y, int64_t count) { return Status::unimplemented("sigmoid_forward"); }
-Status CpuBackend::sigmoid_backward(const float* y, const float* dy, float* dx, int64_t count) { return Status::unimplemented("sigmoid_backward"); }
-Status CpuBackend::scale_add_relu_forward(const Tensor& x, const float* s, const Tensor& shortcut, const Tensor& out) { return Status::unimplemented("scale_add_relu_forward"); }
+namespace {
+
+// Per-lane constants of one block (channel scales, partial sums): on the stack when the block
+// size is known at compile time, on the heap for nhwc with an odd channel count.
+template <int K>
+struct Lanes {
+  explicit Lanes(int) {}
+  float* data() { return v; }
+  alignas(64) float v[K];
+};
+template <>
+struct Lanes<0> {
+  explicit Lanes(int b) : v(size_t(b)) {}
+  float* data() { return v.data(); }
+  std::vector<float> v;
+};
+
+// Runs f(std::integral_constant<int, K>{}) with K = B for the block sizes worth specialising
+// (1: nchw, 8 and 16: blocked, nhwc with that many channels) and K = 0 (runtime B) otherwise.
+template <class F>
+void dispatch_block(int b, F&& f) {
+  switch (b) {
+    case 1: f(std::integral_constant<int, 1>{}); break;
+    case 8: f(std::integral_constant<int, 8>{}); break;
+    case 16: f(std::integral_constant<int, 16>{}); break;
+    default: f(std::integral_constant<int, 0>{}); break;
+  }
+}
+
+bool same_shape(const Tensor& a, const Tensor& b) { return a.dims == b.dims && a.layout == b.layout; }
+
+std::string shape_of(const Tensor& t) { return t.dims.to_string() + " " + layout_name(t.layout); }
+
+Status check_same(const char* op, const Tensor& a, const char* a_name, const Tensor& b, const char* b_name) {
+  if (same_shape(a, b)) return Status::ok();
+  return Status::invalid_argument(std::string(op) + ": " + a_name + " is " + shape_of(a) + " but " + b_name + " is " +
+                                  shape_of(b) + "; they must have the same dims and layout");
+}
+
+// ---- activation kernels, one template per op, K = block size or 0 ---------------------------------
+
+template <int K>
+void gap_forward(const LayoutView& x, float* y) {  // y (N, C)
+  const int B = K ? K : x.b;
+  const float inv_hw = 1.f / float(x.hw);
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int n = 0; n < x.n; ++n) {
+    for (int j = 0; j < x.cb; ++j) {
+      const float* xb = x.block(n, j);
+      float* yb = y + int64_t(n) * x.c + int64_t(j) * B;
+      const int valid = x.valid_lanes(j);
+      if constexpr (K == 1) {
+        float sum = 0.f;
+#pragma omp simd reduction(+ : sum)
+        for (int64_t p = 0; p < x.hw; ++p) sum += xb[p];
+        yb[0] = sum * inv_hw;
+      } else {
+        Lanes<K> acc_lanes(B);
+        float* acc = acc_lanes.data();
+        for (int l = 0; l < B; ++l) acc[l] = 0.f;
+        for (int64_t p = 0; p < x.hw; ++p) {
+          const float* xp = xb + p * B;
+          for (int l = 0; l < B; ++l) acc[l] += xp[l];
+        }
+        for (int l = 0; l < valid; ++l) yb[l] = acc[l] * inv_hw;
+      }
+    }
+  }
+}
+
+template <int K>
+void gap_backward(const float* dy, const LayoutView& dx) {
+  const int B = K ? K : dx.b;
+  const float inv_hw = 1.f / float(dx.hw);
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int n = 0; n < dx.n; ++n) {
+    for (int j = 0; j < dx.cb; ++j) {
+      float* db = dx.block(n, j);
+      const float* dyb = dy + int64_t(n) * dx.c + int64_t(j) * B;
+      const int valid = dx.valid_lanes(j);
+      Lanes<K> val_lanes(B);
+      float* val = val_lanes.data();
+      for (int l = 0; l < B; ++l) val[l] = l < valid ? dyb[l] * inv_hw : 0.f;
+      for (int64_t p = 0; p < dx.hw; ++p) {
+        float* dp = db + p * B;
+        for (int l = 0; l < B; ++l) dp[l] = val[l];
+      }
+    }
+  }
+}
+
+template <int K>
+void scale_add_relu_fwd(const LayoutView& x, const float* s, const LayoutView& sc, const LayoutView& out) {
+  const int B = K ? K : x.b;
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int n = 0; n < x.n; ++n) {
+    for (int j = 0; j < x.cb; ++j) {
+      const float* xb = x.block(n, j);
+      const float* scb = sc.block(n, j);
+      float* ob = out.block(n, j);
+      const int valid = x.valid_lanes(j);
+      Lanes<K> scale_lanes(B);
+      float* scale = scale_lanes.data();
+      for (int l = 0; l < B; ++l) scale[l] = s && l < valid ? s[int64_t(n) * x.c + int64_t(j) * B + l] : 1.f;
+      for (int64_t p = 0; p < x.hw; ++p) {
+        const int64_t o = p * B;
+        for (int l = 0; l < B; ++l) ob[o + l] = l < valid ? ew::scale_add_relu(xb[o + l], scale[l], scb[o + l]) : 0.f;
+      }
+    }
+  }
+}
+
+template <int K>
+void scale_add_relu_bwd(const LayoutView& dout, const LayoutView& out, const LayoutView& x, float* ds,
+                        const LayoutView& dsc) {
+  const int B = K ? K : dout.b;
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int n = 0; n < dout.n; ++n) {
+    for (int j = 0; j < dout.cb; ++j) {
+      const float* gb = dout.block(n, j);
+      const float* ob = out.block(n, j);
+      float* zb = dsc.block(n, j);
+      const int valid = dout.valid_lanes(j);
+      if (ds == nullptr) {  // plain ResNeXt: only the relu mask
+        for (int64_t p = 0; p < dout.hw; ++p) {
+          const int64_t o = p * B;
+          for (int l = 0; l < B; ++l) zb[o + l] = l < valid ? ew::relu_grad(ob[o + l], gb[o + l]) : 0.f;
+        }
+        continue;
+      }
+      const float* xb = x.block(n, j);
+      float* dsb = ds + int64_t(n) * dout.c + int64_t(j) * B;
+      if constexpr (K == 1) {
+        float sum = 0.f;
+#pragma omp simd reduction(+ : sum)
+        for (int64_t p = 0; p < dout.hw; ++p) {
+          const float dz = ew::relu_grad(ob[p], gb[p]);
+          zb[p] = dz;
+          sum += dz * xb[p];
+        }
+        dsb[0] = sum;
+      } else {
+        Lanes<K> acc_lanes(B);
+        float* acc = acc_lanes.data();
+        for (int l = 0; l < B; ++l) acc[l] = 0.f;
+        for (int64_t p = 0; p < dout.hw; ++p) {
+          const int64_t o = p * B;
+          for (int l = 0; l < B; ++l) {
+            const float dz = l < valid ? ew::relu_grad(ob[o + l], gb[o + l]) : 0.f;
+            zb[o + l] = dz;
+            acc[l] += dz * xb[o + l];
+          }
+        }
+        for (int l = 0; l < valid; ++l) dsb[l] = acc[l];
+      }
+    }
+  }
+}
+
+template <int K>
+void scale_bwd(const LayoutView& dz, const float* s, const float* dmean, const LayoutView& dx) {
+  const int B = K ? K : dz.b;
+  const float inv_hw = 1.f / float(dz.hw);
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int n = 0; n < dz.n; ++n) {
+    for (int j = 0; j < dz.cb; ++j) {
+      const float* zb = dz.block(n, j);
+      float* xb = dx.block(n, j);
+      const int valid = dz.valid_lanes(j);
+      const int64_t c0 = int64_t(n) * dz.c + int64_t(j) * B;
+      Lanes<K> scale_lanes(B), add_lanes(B);
+      float* scale = scale_lanes.data();
+      float* add = add_lanes.data();
+      for (int l = 0; l < B; ++l) {
+        scale[l] = l >= valid ? 0.f : s ? s[c0 + l] : 1.f;
+        add[l] = l >= valid || dmean == nullptr ? 0.f : dmean[c0 + l] * inv_hw;
+      }
+      for (int64_t p = 0; p < dz.hw; ++p) {
+        const int64_t o = p * B;
+        for (int l = 0; l < B; ++l) xb[o + l] = l < valid ? ew::scale_grad(zb[o + l], scale[l], add[l]) : 0.f;
+      }
+    }
+  }
+}
+
+template <bool kNesterov>
+void sgd_segments(float* __restrict w, const float* __restrict g, float* __restrict v,
+                  std::span<const SgdSegment> segments, float lr, float m) {
+#pragma omp parallel
+  for (const SgdSegment& seg : segments) {
+    const float wd = seg.weight_decay;
+    const int64_t end = seg.offset + seg.count;
+    // Segments are disjoint: no barrier between them, each thread moves on to its share of the next.
+#pragma omp for schedule(static) nowait
+    for (int64_t i = seg.offset; i < end; ++i) ew::sgd_update(w[i], g[i], v[i], lr, m, wd, kNesterov);
+  }
+}
+
+}  // namespace
+
+// ---- global average pool ----------------------------------------------------------------------------
+
+Status CpuBackend::global_avg_pool_forward(const Tensor& x, float* y) {
+  if (x.dims.count() == 0) return Status::ok();
+  SX_CHECK_ARG(x.data != nullptr && y != nullptr, "global_avg_pool_forward: null pointer");
+  const LayoutView xv = LayoutView::of(x);
+  dispatch_block(xv.b, [&](auto k) { gap_forward<decltype(k)::value>(xv, y); });
+  return Status::ok();
+}
+
+Status CpuBackend::global_avg_pool_backward(const float* dy, const Tensor& dx) {
+  if (dx.dims.count() == 0) return Status::ok();
+  SX_CHECK_ARG(dx.data != nullptr && dy != nullptr, "global_avg_pool_backward: null pointer");
+  const LayoutView dxv = LayoutView::of(dx);
+  dispatch_block(dxv.b, [&](auto k) { gap_backward<decltype(k)::value>(dy, dxv); });
+  return Status::ok();
+}
+
+// ---- 2-D element-wise ---------------------------------------------------------------------------------
+
+Status CpuBackend::relu_forward(const float* x, float* y, int64_t count) {
+#pragma omp parallel for simd schedule(static)
+  for (int64_t i = 0; i < count; ++i) y[i] = ew::relu(x[i]);
+  return Status::ok();
+}
+
+Status CpuBackend::relu_backward(const float* y, const float* dy, float* dx, int64_t count) {
+#pragma omp parallel for simd schedule(static)
+  for (int64_t i = 0; i < count; ++i) dx[i] = ew::relu_grad(y[i], dy[i]);
+  return Status::ok();
+}
+
+Status CpuBackend::sigmoid_forward(const float* x, float* y, int64_t count) {
+#pragma omp parallel for simd schedule(static)
+  for (int64_t i = 0; i < count; ++i) y[i] = ew::sigmoid(x[i]);
+  return Status::ok();
+}
+
+Status CpuBackend::sigmoid_backward(const float* y, const float* dy, float* dx, int64_t count) {
+#pragma omp parallel for simd schedule(static)
+  for (int64_t i = 0; i < count; ++i) dx[i] = ew::sigmoid_grad(y[i], dy[i]);
+  return Status::ok();
+}
+
+// ---- residual merge with SE scale ---------------------------------------------------------------------
+
+Status CpuBackend::scale_add_relu_forward(const Tensor& x, const float* s, const Tensor& shortcut, const Tensor& out) {
+  SX_TRY(check_same("scale_add_relu_forward", x, "x", shortcut, "shortcut"));
+  SX_TRY(check_same("scale_add_relu_forward", x, "x", out, "out"));
+  if (x.dims.count() == 0) return Status::ok();
+  const LayoutView xv = LayoutView::of(x), scv = LayoutView::of(shortcut), ov = LayoutView::of(out);
+  dispatch_block(xv.b, [&](auto k) { scale_add_relu_fwd<decltype(k)::value>(xv, s, scv, ov); });
+  return Status::ok();
+}
+
 Status CpuBackend::scale_add_relu_backward(const Tensor& dout, const Tensor& out, const Tensor& x, const float* s,
-                                 const Tensor& dshortcut, float* ds) { return Status::unimplemented("scale_add_relu_backward"); }
-Status CpuBackend::scale_backward(const Tensor& dz, const float* s, const float* dmean, const Tensor& dx) { return Status::unimplemented("scale_backward"); }
-Status CpuBackend::add_into(const Tensor& dst, const Tensor& src) { return Status::unimplemented("add_into"); }
-Status CpuBackend::softmax_cross_entropy(const float* logits, const int32_t* labels, const float* soft_targets, int n, int k,
-                               float label_smoothing, float grad_scale, float* dlogits, float* host_loss) { return Status::unimplemented("softmax_cross_entropy"); }
+                                           const Tensor& dshortcut, float* ds) {
+  SX_TRY(check_same("scale_add_relu_backward", dout, "dout", out, "out"));
+  SX_TRY(check_same("scale_add_relu_backward", dout, "dout", dshortcut, "dshortcut"));
+  if (s != nullptr) {
+    SX_TRY(check_same("scale_add_relu_backward", dout, "dout", x, "x"));
+    SX_CHECK_ARG(ds != nullptr, "scale_add_relu_backward: ds is null but s is not (the SE scale needs its gradient)");
+  }
+  if (dout.dims.count() == 0) return Status::ok();
+  const LayoutView gv = LayoutView::of(dout), ov = LayoutView::of(out), xv = LayoutView::of(x),
+                   zv = LayoutView::of(dshortcut);
+  float* ds_or_null = s != nullptr ? ds : nullptr;
+  dispatch_block(gv.b, [&](auto k) { scale_add_relu_bwd<decltype(k)::value>(gv, ov, xv, ds_or_null, zv); });
+  return Status::ok();
+}
+
+Status CpuBackend::scale_backward(const Tensor& dz, const float* s, const float* dmean, const Tensor& dx) {
+  SX_TRY(check_same("scale_backward", dz, "dz", dx, "dx"));
+  if (dz.dims.count() == 0) return Status::ok();
+  const LayoutView zv = LayoutView::of(dz), xv = LayoutView::of(dx);
+  dispatch_block(zv.b, [&](auto k) { scale_bwd<decltype(k)::value>(zv, s, dmean, xv); });
+  return Status::ok();
+}
+
+Status CpuBackend::add_into(const Tensor& dst, const Tensor& src) {
+  SX_TRY(check_same("add_into", dst, "dst", src, "src"));
+  // Padding is 0 in both, so the flat sum keeps it 0 and needs no layout at all.
+  float* __restrict d = dst.data;
+  const float* __restrict a = src.data;
+  const int64_t count = dst.padded_count();
+#pragma omp parallel for simd schedule(static)
+  for (int64_t i = 0; i < count; ++i) d[i] += a[i];
+  return Status::ok();
+}
+
+// ---- loss and metrics ---------------------------------------------------------------------------------
+
+Status CpuBackend::softmax_cross_entropy(const float* logits, const int32_t* labels, const float* soft_targets, int n,
+                                         int k, float label_smoothing, float grad_scale, float* dlogits,
+                                         float* host_loss) {
+  SX_CHECK_ARG(n > 0 && k > 0, "softmax_cross_entropy: empty batch or no classes");
+  SX_CHECK_ARG(logits != nullptr && dlogits != nullptr && host_loss != nullptr, "softmax_cross_entropy: null pointer");
+  SX_CHECK_ARG(soft_targets != nullptr || labels != nullptr, "softmax_cross_entropy: neither labels nor soft targets");
+  SX_CHECK_ARG(label_smoothing >= 0.f && label_smoothing <= 1.f, "softmax_cross_entropy: label_smoothing not in [0, 1]");
+  if (soft_targets == nullptr) {
+    for (int i = 0; i < n; ++i) {
+      if (labels[i] < 0 || labels[i] >= k)
+        return Status::invalid_argument("softmax_cross_entropy: label " + std::to_string(labels[i]) + " of sample " +
+                                        std::to_string(i) + " is outside [0, " + std::to_string(k) + ")");
+    }
+  }
+  const float scale = grad_scale / float(n);
+  const float inv_k = 1.f / float(k);
+  std::vector<double> row_loss(size_t(n), 0.0);
+#pragma omp parallel for schedule(static)
+  for (int i = 0; i < n; ++i) {
+    const float* z = logits + int64_t(i) * k;
+    float* dz = dlogits + int64_t(i) * k;
+    float mx = z[0];
+    for (int c = 1; c < k; ++c) mx = std::max(mx, z[c]);
+    double sum = 0.0;
+    for (int c = 0; c < k; ++c) sum += std::exp(double(z[c]) - mx);
+    const double lse = mx + std::log(sum);  // log Σ exp z, without overflow
+    double loss = 0.0;
+    for (int c = 0; c < k; ++c) {
+      const float t = soft_targets ? soft_targets[int64_t(i) * k + c]
+                                   : ew::smoothed_target(c == labels[i], label_smoothing, inv_k);
+      const double zc = z[c];
+      loss += t * (lse - zc);  // -t · log softmax
+      dz[c] = ew::softmax_ce_grad(float(std::exp(zc - lse)), t, scale);
+    }
+    row_loss[size_t(i)] = loss;
+  }
+  double total = 0.0;
+  for (double l : row_loss) total += l;  // serial: the same bits whatever the thread count
+  *host_loss = float(total / n);
+  return Status::ok();
+}
+
+// Rank of the label = classes with a higher logit + classes with an equal logit and a lower index
+// (the order of a stable descending sort); top-k hit when rank < k. A NaN label logit is a miss.
 Status CpuBackend::count_top_k(const float* logits, const int32_t* labels, int n, int k, int64_t* host_top1,
-                     int64_t* host_top5) { return Status::unimplemented("count_top_k"); }
-Status CpuBackend::sgd_step(float* params, const float* grads, float* momentum_buf, std::span<const SgdSegment> segments,
-                  const SgdHyper& hyper) { return Status::unimplemented("sgd_step"); }
+                               int64_t* host_top5) {
+  SX_CHECK_ARG(n >= 0 && k > 0, "count_top_k: bad shape");
+  SX_CHECK_ARG(host_top1 != nullptr && host_top5 != nullptr, "count_top_k: null counter");
+  if (n == 0) return Status::ok();
+  SX_CHECK_ARG(logits != nullptr && labels != nullptr, "count_top_k: null pointer");
+  for (int i = 0; i < n; ++i) {
+    if (labels[i] < 0 || labels[i] >= k)
+      return Status::invalid_argument("count_top_k: label " + std::to_string(labels[i]) + " of sample " +
+                                      std::to_string(i) + " is outside [0, " + std::to_string(k) + ")");
+  }
+  int64_t top1 = 0, top5 = 0;
+#pragma omp parallel for schedule(static) reduction(+ : top1, top5)
+  for (int i = 0; i < n; ++i) {
+    const float* z = logits + int64_t(i) * k;
+    const int label = labels[i];
+    const float zl = z[label];
+    if (std::isnan(zl)) continue;
+    int rank = 0;
+    for (int c = 0; c < k; ++c) rank += (z[c] > zl) || (z[c] == zl && c < label);
+    top1 += rank < 1;
+    top5 += rank < 5;
+  }
+  *host_top1 += top1;
+  *host_top5 += top5;
+  return Status::ok();
+}
+
+// ---- optimizer ----------------------------------------------------------------------------------------
+
+Status CpuBackend::sgd_step(float* params, const float* grads, float* momentum_buf,
+                            std::span<const SgdSegment> segments, const SgdHyper& hyper) {
+  for (const SgdSegment& seg : segments) {
+    SX_CHECK_ARG(seg.offset >= 0 && seg.count >= 0, "sgd_step: segment with negative offset or count");
+  }
+  SX_CHECK_ARG(params != nullptr && grads != nullptr && momentum_buf != nullptr, "sgd_step: null buffer");
+  if (hyper.nesterov) {
+    sgd_segments<true>(params, grads, momentum_buf, segments, hyper.lr, hyper.momentum);
+  } else {
+    sgd_segments<false>(params, grads, momentum_buf, segments, hyper.lr, hyper.momentum);
+  }
+  return Status::ok();
+}
+
 }  // namespace sx::model::cpu
