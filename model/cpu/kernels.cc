@@ -4,7 +4,8 @@
 // Activation kernels see any layout as [N][CB][HW][B] (layout_view.h) and run OpenMP-parallel over
 // (n, channel block), one pass over memory, the inner loop over the B lanes of a block (16 floats
 // of nChw16c = one vector; for nchw, B = 1 and the pixel loop is the vector loop). Lanes past C in
-// a padded last block are always written as 0. The arithmetic itself is model/elementwise.h.
+// a padded last block are written as 0 whatever the inputs hold there (add_into aside: it adds the
+// padding too, 0 + 0). The arithmetic itself is model/elementwise.h.
 //
 // In-place is allowed where it makes sense: out may be x or shortcut, dshortcut may be dout, dx may
 // be dz, y may be x, dx may be dy, dlogits may be logits (each element is read before it is written).
@@ -22,6 +23,12 @@
 
 namespace sx::model::cpu {
 namespace {
+
+// Below this many floats a loop runs on the calling thread: waking the team costs more than the
+// work (SE and classifier vectors), and on a busy machine a descheduled helper stalls the join.
+constexpr int64_t kParallelMin = 1 << 14;
+
+int64_t floats(const LayoutView& v) { return int64_t(v.n) * v.cb * v.hw * v.b; }
 
 // Per-lane constants of one block (channel scales, partial sums): on the stack when the block
 // size is known at compile time, on the heap for nhwc with an odd channel count.
@@ -61,17 +68,18 @@ Status check_same(const char* op, const Tensor& a, const char* a_name, const Ten
 }
 
 // ---- activation kernels, one template per op, K = block size or 0 ---------------------------------
+// Vector loops are marked `omp simd`: over the pixels when B = 1, over the lanes of a pixel
+// otherwise (without it GCC unrolls the 16 lanes into scalar code).
 
 template <int K>
 void gap_forward(const LayoutView& x, float* y) {  // y (N, C)
   const int B = K ? K : x.b;
   const float inv_hw = 1.f / float(x.hw);
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) schedule(static) if (floats(x) >= kParallelMin)
   for (int n = 0; n < x.n; ++n) {
     for (int j = 0; j < x.cb; ++j) {
       const float* xb = x.block(n, j);
       float* yb = y + int64_t(n) * x.c + int64_t(j) * B;
-      const int valid = x.valid_lanes(j);
       if constexpr (K == 1) {
         float sum = 0.f;
 #pragma omp simd reduction(+ : sum)
@@ -83,9 +91,10 @@ void gap_forward(const LayoutView& x, float* y) {  // y (N, C)
         for (int l = 0; l < B; ++l) acc[l] = 0.f;
         for (int64_t p = 0; p < x.hw; ++p) {
           const float* xp = xb + p * B;
+#pragma omp simd
           for (int l = 0; l < B; ++l) acc[l] += xp[l];
         }
-        for (int l = 0; l < valid; ++l) yb[l] = acc[l] * inv_hw;
+        for (int l = 0, valid = x.valid_lanes(j); l < valid; ++l) yb[l] = acc[l] * inv_hw;
       }
     }
   }
@@ -95,7 +104,7 @@ template <int K>
 void gap_backward(const float* dy, const LayoutView& dx) {
   const int B = K ? K : dx.b;
   const float inv_hw = 1.f / float(dx.hw);
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) schedule(static) if (floats(dx) >= kParallelMin)
   for (int n = 0; n < dx.n; ++n) {
     for (int j = 0; j < dx.cb; ++j) {
       float* db = dx.block(n, j);
@@ -104,9 +113,16 @@ void gap_backward(const float* dy, const LayoutView& dx) {
       Lanes<K> val_lanes(B);
       float* val = val_lanes.data();
       for (int l = 0; l < B; ++l) val[l] = l < valid ? dyb[l] * inv_hw : 0.f;
-      for (int64_t p = 0; p < dx.hw; ++p) {
-        float* dp = db + p * B;
-        for (int l = 0; l < B; ++l) dp[l] = val[l];
+      if constexpr (K == 1) {
+        const float v0 = val[0];
+#pragma omp simd
+        for (int64_t p = 0; p < dx.hw; ++p) db[p] = v0;
+      } else {
+        for (int64_t p = 0; p < dx.hw; ++p) {
+          float* dp = db + p * B;
+#pragma omp simd
+          for (int l = 0; l < B; ++l) dp[l] = val[l];
+        }
       }
     }
   }
@@ -115,7 +131,7 @@ void gap_backward(const float* dy, const LayoutView& dx) {
 template <int K>
 void scale_add_relu_fwd(const LayoutView& x, const float* s, const LayoutView& sc, const LayoutView& out) {
   const int B = K ? K : x.b;
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) schedule(static) if (floats(x) >= kParallelMin)
   for (int n = 0; n < x.n; ++n) {
     for (int j = 0; j < x.cb; ++j) {
       const float* xb = x.block(n, j);
@@ -125,9 +141,17 @@ void scale_add_relu_fwd(const LayoutView& x, const float* s, const LayoutView& s
       Lanes<K> scale_lanes(B);
       float* scale = scale_lanes.data();
       for (int l = 0; l < B; ++l) scale[l] = s && l < valid ? s[int64_t(n) * x.c + int64_t(j) * B + l] : 1.f;
-      for (int64_t p = 0; p < x.hw; ++p) {
-        const int64_t o = p * B;
-        for (int l = 0; l < B; ++l) ob[o + l] = l < valid ? ew::scale_add_relu(xb[o + l], scale[l], scb[o + l]) : 0.f;
+      if constexpr (K == 1) {  // nchw: no padding
+        const float s0 = scale[0];
+#pragma omp simd
+        for (int64_t p = 0; p < x.hw; ++p) ob[p] = ew::scale_add_relu(xb[p], s0, scb[p]);
+      } else {
+        for (int64_t p = 0; p < x.hw; ++p) {
+          const int64_t o = p * B;
+#pragma omp simd
+          for (int l = 0; l < B; ++l)
+            ob[o + l] = l < valid ? ew::scale_add_relu(xb[o + l], scale[l], scb[o + l]) : 0.f;
+        }
       }
     }
   }
@@ -137,7 +161,7 @@ template <int K>
 void scale_add_relu_bwd(const LayoutView& dout, const LayoutView& out, const LayoutView& x, float* ds,
                         const LayoutView& dsc) {
   const int B = K ? K : dout.b;
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) schedule(static) if (floats(dout) >= kParallelMin)
   for (int n = 0; n < dout.n; ++n) {
     for (int j = 0; j < dout.cb; ++j) {
       const float* gb = dout.block(n, j);
@@ -145,9 +169,15 @@ void scale_add_relu_bwd(const LayoutView& dout, const LayoutView& out, const Lay
       float* zb = dsc.block(n, j);
       const int valid = dout.valid_lanes(j);
       if (ds == nullptr) {  // plain ResNeXt: only the relu mask
-        for (int64_t p = 0; p < dout.hw; ++p) {
-          const int64_t o = p * B;
-          for (int l = 0; l < B; ++l) zb[o + l] = l < valid ? ew::relu_grad(ob[o + l], gb[o + l]) : 0.f;
+        if constexpr (K == 1) {
+#pragma omp simd
+          for (int64_t p = 0; p < dout.hw; ++p) zb[p] = ew::relu_grad(ob[p], gb[p]);
+        } else {
+          for (int64_t p = 0; p < dout.hw; ++p) {
+            const int64_t o = p * B;
+#pragma omp simd
+            for (int l = 0; l < B; ++l) zb[o + l] = l < valid ? ew::relu_grad(ob[o + l], gb[o + l]) : 0.f;
+          }
         }
         continue;
       }
@@ -168,6 +198,7 @@ void scale_add_relu_bwd(const LayoutView& dout, const LayoutView& out, const Lay
         for (int l = 0; l < B; ++l) acc[l] = 0.f;
         for (int64_t p = 0; p < dout.hw; ++p) {
           const int64_t o = p * B;
+#pragma omp simd
           for (int l = 0; l < B; ++l) {
             const float dz = l < valid ? ew::relu_grad(ob[o + l], gb[o + l]) : 0.f;
             zb[o + l] = dz;
@@ -184,7 +215,7 @@ template <int K>
 void scale_bwd(const LayoutView& dz, const float* s, const float* dmean, const LayoutView& dx) {
   const int B = K ? K : dz.b;
   const float inv_hw = 1.f / float(dz.hw);
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) schedule(static) if (floats(dz) >= kParallelMin)
   for (int n = 0; n < dz.n; ++n) {
     for (int j = 0; j < dz.cb; ++j) {
       const float* zb = dz.block(n, j);
@@ -198,9 +229,16 @@ void scale_bwd(const LayoutView& dz, const float* s, const float* dmean, const L
         scale[l] = l >= valid ? 0.f : s ? s[c0 + l] : 1.f;
         add[l] = l >= valid || dmean == nullptr ? 0.f : dmean[c0 + l] * inv_hw;
       }
-      for (int64_t p = 0; p < dz.hw; ++p) {
-        const int64_t o = p * B;
-        for (int l = 0; l < B; ++l) xb[o + l] = l < valid ? ew::scale_grad(zb[o + l], scale[l], add[l]) : 0.f;
+      if constexpr (K == 1) {
+        const float s0 = scale[0], a0 = add[0];
+#pragma omp simd
+        for (int64_t p = 0; p < dz.hw; ++p) xb[p] = ew::scale_grad(zb[p], s0, a0);
+      } else {
+        for (int64_t p = 0; p < dz.hw; ++p) {
+          const int64_t o = p * B;
+#pragma omp simd
+          for (int l = 0; l < B; ++l) xb[o + l] = l < valid ? ew::scale_grad(zb[o + l], scale[l], add[l]) : 0.f;
+        }
       }
     }
   }
@@ -209,7 +247,9 @@ void scale_bwd(const LayoutView& dz, const float* s, const float* dmean, const L
 template <bool kNesterov>
 void sgd_segments(float* __restrict w, const float* __restrict g, float* __restrict v,
                   std::span<const SgdSegment> segments, float lr, float m) {
-#pragma omp parallel
+  int64_t total = 0;
+  for (const SgdSegment& seg : segments) total += seg.count;
+#pragma omp parallel if (total >= kParallelMin)
   for (const SgdSegment& seg : segments) {
     const float wd = seg.weight_decay;
     const int64_t end = seg.offset + seg.count;
@@ -242,25 +282,25 @@ Status CpuBackend::global_avg_pool_backward(const float* dy, const Tensor& dx) {
 // ---- 2-D element-wise ---------------------------------------------------------------------------------
 
 Status CpuBackend::relu_forward(const float* x, float* y, int64_t count) {
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for simd schedule(static) if (count >= kParallelMin)
   for (int64_t i = 0; i < count; ++i) y[i] = ew::relu(x[i]);
   return Status::ok();
 }
 
 Status CpuBackend::relu_backward(const float* y, const float* dy, float* dx, int64_t count) {
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for simd schedule(static) if (count >= kParallelMin)
   for (int64_t i = 0; i < count; ++i) dx[i] = ew::relu_grad(y[i], dy[i]);
   return Status::ok();
 }
 
 Status CpuBackend::sigmoid_forward(const float* x, float* y, int64_t count) {
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for simd schedule(static) if (count >= kParallelMin)
   for (int64_t i = 0; i < count; ++i) y[i] = ew::sigmoid(x[i]);
   return Status::ok();
 }
 
 Status CpuBackend::sigmoid_backward(const float* y, const float* dy, float* dx, int64_t count) {
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for simd schedule(static) if (count >= kParallelMin)
   for (int64_t i = 0; i < count; ++i) dx[i] = ew::sigmoid_grad(y[i], dy[i]);
   return Status::ok();
 }
@@ -303,10 +343,10 @@ Status CpuBackend::scale_backward(const Tensor& dz, const float* s, const float*
 Status CpuBackend::add_into(const Tensor& dst, const Tensor& src) {
   SX_TRY(check_same("add_into", dst, "dst", src, "src"));
   // Padding is 0 in both, so the flat sum keeps it 0 and needs no layout at all.
-  float* __restrict d = dst.data;
-  const float* __restrict a = src.data;
+  float* d = dst.data;
+  const float* a = src.data;
   const int64_t count = dst.padded_count();
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for simd schedule(static) if (count >= kParallelMin)
   for (int64_t i = 0; i < count; ++i) d[i] += a[i];
   return Status::ok();
 }
@@ -319,7 +359,8 @@ Status CpuBackend::softmax_cross_entropy(const float* logits, const int32_t* lab
   SX_CHECK_ARG(n > 0 && k > 0, "softmax_cross_entropy: empty batch or no classes");
   SX_CHECK_ARG(logits != nullptr && dlogits != nullptr && host_loss != nullptr, "softmax_cross_entropy: null pointer");
   SX_CHECK_ARG(soft_targets != nullptr || labels != nullptr, "softmax_cross_entropy: neither labels nor soft targets");
-  SX_CHECK_ARG(label_smoothing >= 0.f && label_smoothing <= 1.f, "softmax_cross_entropy: label_smoothing not in [0, 1]");
+  SX_CHECK_ARG(label_smoothing >= 0.f && label_smoothing <= 1.f,
+               "softmax_cross_entropy: label_smoothing not in [0, 1]");
   if (soft_targets == nullptr) {
     for (int i = 0; i < n; ++i) {
       if (labels[i] < 0 || labels[i] >= k)
@@ -327,10 +368,11 @@ Status CpuBackend::softmax_cross_entropy(const float* logits, const int32_t* lab
                                         std::to_string(i) + " is outside [0, " + std::to_string(k) + ")");
     }
   }
+  // Soft targets (mixup, cutmix) are expected to sum to 1 per row, as dlogits = softmax - target assumes.
   const float scale = grad_scale / float(n);
   const float inv_k = 1.f / float(k);
   std::vector<double> row_loss(size_t(n), 0.0);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (int64_t(n) * k >= kParallelMin)
   for (int i = 0; i < n; ++i) {
     const float* z = logits + int64_t(i) * k;
     float* dz = dlogits + int64_t(i) * k;
@@ -369,7 +411,7 @@ Status CpuBackend::count_top_k(const float* logits, const int32_t* labels, int n
                                       std::to_string(i) + " is outside [0, " + std::to_string(k) + ")");
   }
   int64_t top1 = 0, top5 = 0;
-#pragma omp parallel for schedule(static) reduction(+ : top1, top5)
+#pragma omp parallel for schedule(static) reduction(+ : top1, top5) if (int64_t(n) * k >= kParallelMin)
   for (int i = 0; i < n; ++i) {
     const float* z = logits + int64_t(i) * k;
     const int label = labels[i];
@@ -389,8 +431,13 @@ Status CpuBackend::count_top_k(const float* logits, const int32_t* labels, int n
 
 Status CpuBackend::sgd_step(float* params, const float* grads, float* momentum_buf,
                             std::span<const SgdSegment> segments, const SgdHyper& hyper) {
-  for (const SgdSegment& seg : segments) {
-    SX_CHECK_ARG(seg.offset >= 0 && seg.count >= 0, "sgd_step: segment with negative offset or count");
+  // Segments run without a barrier between them, so they must not overlap.
+  std::vector<SgdSegment> sorted(segments.begin(), segments.end());
+  std::sort(sorted.begin(), sorted.end(), [](const SgdSegment& a, const SgdSegment& b) { return a.offset < b.offset; });
+  for (size_t i = 0; i < sorted.size(); ++i) {
+    SX_CHECK_ARG(sorted[i].offset >= 0 && sorted[i].count >= 0, "sgd_step: segment with negative offset or count");
+    SX_CHECK_ARG(i == 0 || sorted[i - 1].offset + sorted[i - 1].count <= sorted[i].offset,
+                 "sgd_step: overlapping segments");
   }
   SX_CHECK_ARG(params != nullptr && grads != nullptr && momentum_buf != nullptr, "sgd_step: null buffer");
   if (hyper.nesterov) {
