@@ -1,0 +1,124 @@
+// defines: sx::model::GradPool, LayerContext, ConvBn, PoolLayer, LinearLayer — the layers the
+// SE-ResNeXt builder wires together. Dimension letters: N batch, C channels, H, W, OC output channels.
+//
+// The graph is static: each layer is given its input view at build time, plans its backend ops
+// once and allocates its forward outputs once. forward() reads the input view, writes out().
+//
+// Gradient rule: parameter gradients overwrite (ctx.accumulate false) or add (true) into the flat
+// gradient buffer; activation gradients are overwritten. Activation gradients live in GradPool
+// slots: backward(dy) releases dy's slot and returns dx in a newly acquired slot, so only a few
+// gradient-sized buffers exist however deep the network is.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "model/backend.h"
+#include "model/param_store.h"
+
+namespace sx::model {
+
+// Gradient scratch: slots as large as the largest activation, allocated on first use and kept.
+class GradPool {
+ public:
+  GradPool(Backend& backend, int64_t slot_floats) : backend_(backend), slot_floats_(slot_floats) {}
+  StatusOr<Tensor> acquire(const Dims& dims, Layout layout);
+  void release(const Tensor& t);
+  void release_all() { busy_.assign(busy_.size(), false); }
+  int slots() const { return int(slots_.size()); }
+  int64_t slot_floats() const { return slot_floats_; }
+
+ private:
+  Backend& backend_;
+  int64_t slot_floats_;
+  std::vector<Buffer> slots_;
+  std::vector<bool> busy_;
+};
+
+// What layers need while running.
+struct LayerContext {
+  Backend& backend;
+  ParamStore& store;
+  GradPool& pool;
+  bool accumulate = false;     // parameter gradients add instead of overwrite
+  float bn_momentum = 0.1f;
+  std::function<void(int id)> on_ready;  // gradient of parameter `id` (and all placed before it) final
+};
+
+// An activation buffer owned by a layer.
+StatusOr<Tensor> allocate_tensor(Backend& backend, const Dims& dims, Layout layout, std::vector<Buffer>& owner);
+StatusOr<float*> allocate_floats(Backend& backend, int64_t count, std::vector<Buffer>& owner);
+
+// conv (no bias) → BN → optional ReLU (fused into the BN op).
+class ConvBn {
+ public:
+  struct Desc {
+    std::string conv_name, bn_name;  // "stage1.block0.conv2", "stage1.block0.bn2"
+    Tensor x;                        // (N, C, H, W) input view
+    int oc = 0, kernel = 1, stride = 1, pad = 0, groups = 1;
+    bool relu = false;
+    bool zero_gamma = false;
+    float bn_eps = 1e-5f;
+  };
+  static StatusOr<std::unique_ptr<ConvBn>> make(Backend& backend, ParamStore& store, const Desc& desc);
+  Status place(ParamStore& store) const;  // backward order: bn gamma, beta (+ stats), conv weight
+  int last_param() const { return weight_; }
+
+  Status forward(LayerContext& ctx, bool train);
+  // dy: (N, OC, H', W') in out().layout, released. Returns dx (in the input layout) when want_dx.
+  StatusOr<Tensor> backward(LayerContext& ctx, const Tensor& dy, bool want_dx);
+  const Tensor& out() const { return y_; }
+
+ private:
+  std::unique_ptr<ConvOp> conv_;
+  std::unique_ptr<BatchNormOp> bn_;
+  int weight_ = -1, gamma_ = -1, beta_ = -1, mean_ = -1, var_ = -1;
+  Tensor x_;
+  Tensor c_;                 // conv output = BN input (N, OC, H', W')
+  Tensor y_;                 // BN (+ReLU) output
+  float* save_mean_ = nullptr;  // (OC) batch statistics kept for backward
+  float* save_var_ = nullptr;
+  std::vector<Buffer> owned_;
+};
+
+// Max or average pooling.
+class PoolLayer {
+ public:
+  static StatusOr<std::unique_ptr<PoolLayer>> make(Backend& backend, const Tensor& x, PoolKind kind, int kernel,
+                                                   int stride, int pad, bool ceil_mode);
+  Status forward(LayerContext& ctx);
+  StatusOr<Tensor> backward(LayerContext& ctx, const Tensor& dy);  // releases dy
+  const Tensor& out() const { return y_; }
+
+ private:
+  std::unique_ptr<PoolOp> op_;
+  Tensor x_, y_;
+  std::vector<Buffer> owned_;
+};
+
+// y (N, OUT) = x (N, IN) · w^T + b, plain row-major 2-D activations.
+class LinearLayer {
+ public:
+  static StatusOr<std::unique_ptr<LinearLayer>> make(Backend& backend, ParamStore& store, const std::string& name,
+                                                     int n, int in, int out, const float* x);
+  Status place(ParamStore& store) const;  // weight, bias
+  int last_param() const { return bias_; }
+  Status forward(LayerContext& ctx);
+  // dy (N, OUT); dx (N, IN) overwritten when not null.
+  Status backward(LayerContext& ctx, const float* dy, float* dx);
+  float* out() const { return y_; }
+  int out_features() const { return out_; }
+
+ private:
+  std::unique_ptr<LinearOp> op_;
+  int weight_ = -1, bias_ = -1;
+  int out_ = 0;
+  const float* x_ = nullptr;
+  float* y_ = nullptr;
+  std::vector<Buffer> owned_;
+};
+
+}  // namespace sx::model
