@@ -41,6 +41,8 @@ class CpuBatchNormOp final : public BatchNormOp {
       for (auto* m : {&gamma_, &beta_, &mean_, &var_, &dgamma_, &dbeta_}) *m = handle_memory(c_md, eng);
       if (d_.fuse_relu) workspace_ = OwnedMemory::make(be_, train_pd_.workspace_desc());
       dgamma_tmp_.resize(size_t(d_.dims.c));
+      shift_zeros_.assign(size_t(d_.dims.c), 0.f);
+      unused_shift_ = memory(c_md, eng, shift_zeros_.data());
       dbeta_tmp_.resize(size_t(d_.dims.c));
     });
   }
@@ -100,7 +102,7 @@ class CpuBatchNormOp final : public BatchNormOp {
       std::unordered_map<int, memory> args = {
           {DNNL_ARG_SRC, x_},           {DNNL_ARG_DIFF_DST, dy_},     {DNNL_ARG_SCALE, gamma_},
           {DNNL_ARG_MEAN, mean_},       {DNNL_ARG_VARIANCE, var_},    {DNNL_ARG_DIFF_SRC, dx_},
-          {DNNL_ARG_DIFF_SCALE, dgamma_}, {DNNL_ARG_DIFF_SHIFT, dbeta_}};
+          {DNNL_ARG_DIFF_SCALE, dgamma_}, {DNNL_ARG_DIFF_SHIFT, dbeta_}, {DNNL_ARG_SHIFT, unused_shift_}};
       if (d_.fuse_relu) args.insert({DNNL_ARG_WORKSPACE, workspace_.mem});
       bwd_.execute(be_.stream(), args);
     }));
@@ -140,6 +142,9 @@ class CpuBatchNormOp final : public BatchNormOp {
   memory gamma_, beta_, mean_, var_, dgamma_, dbeta_;        // (C)
   OwnedMemory workspace_;                                    // fused-ReLU mask, forward_train -> backward
   std::vector<float> dgamma_tmp_, dbeta_tmp_;                // (C) for accumulate
+  // oneDNN 2.6's backward asks for a shift argument it does not read; beta is not passed to backward.
+  std::vector<float> shift_zeros_;
+  memory unused_shift_;
 };
 
 }  // namespace

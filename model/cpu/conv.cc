@@ -8,6 +8,9 @@
 // plain input) the primitive picks its own format and the op reorders, counted by the backend.
 #include <string>
 
+#include <vector>
+
+#include "model/cpu/conv_plan.h"
 #include "model/cpu/cpu_backend.h"
 #include "model/cpu/dnnl_util.h"
 
@@ -19,21 +22,27 @@ using tag = memory::format_tag;
 using dt = memory::data_type;
 
 // One activation argument of a primitive: the user's tensor layout and, when the primitive wants
-// another format, an op-owned buffer plus the planned reorder to or from it.
+// another format, the planned reorder to or from a backend scratch slot.
 struct ActArg {
   memory user;                   // handle set per call, user layout
-  OwnedMemory internal;          // empty when the primitive takes the user layout
+  memory internal;               // primitive format, in scratch slot `slot`
   PlannedReorder convert;        // user -> internal (inputs) or internal -> user (outputs)
   bool needs_reorder = false;
+  int slot = 0;
+  size_t bytes = 0;
 
-  static ActArg make(CpuBackend& be, const memory::desc& user_md, const memory::desc& prim_md, bool is_input) {
+  static ActArg make(CpuBackend& be, const memory::desc& user_md, const memory::desc& prim_md, bool is_input,
+                     int slot) {
     ActArg a;
     a.user = handle_memory(user_md, be.engine());
     if (prim_md != user_md) {
       a.needs_reorder = true;
-      a.internal = OwnedMemory::make(be, prim_md);
+      a.slot = slot;
+      a.bytes = prim_md.get_size();
+      a.internal = handle_memory(prim_md, be.engine());
       a.convert = is_input ? PlannedReorder::make(user_md, prim_md, be.engine())
                            : PlannedReorder::make(prim_md, user_md, be.engine());
+      be.scratch(slot, a.bytes);  // reserve now, not in the hot path
     }
     return a;
   }
@@ -41,22 +50,44 @@ struct ActArg {
   const memory& input(CpuBackend& be, float* data) {
     user.set_data_handle(data);
     if (!needs_reorder) return user;
-    convert.run_counted(be, data, internal.data());
-    return internal.mem;
+    float* tmp = be.scratch(slot, bytes);
+    internal.set_data_handle(tmp);
+    convert.run_counted(be, data, tmp);
+    return internal;
   }
   // The memory the primitive writes an output to; finish_output() then moves it to the user's.
-  const memory& output(float* data) {
+  const memory& output(CpuBackend& be, float* data) {
     user.set_data_handle(data);
-    return needs_reorder ? internal.mem : user;
+    if (!needs_reorder) return user;
+    internal.set_data_handle(be.scratch(slot, bytes));
+    return internal;
   }
   void finish_output(CpuBackend& be, float* data) {
-    if (needs_reorder) convert.run_counted(be, internal.data(), data);
+    if (needs_reorder) convert.run_counted(be, internal.get_data_handle(), data);
   }
 };
 
-class CpuConvOp final : public ConvOp {
+memory::format_tag format_tag_of(ConvFormat f) {
+  switch (f) {
+    case ConvFormat::kNChw16c: return tag::nChw16c;
+    case ConvFormat::kNChw8c: return tag::nChw8c;
+    case ConvFormat::kNChw4c: return tag::nChw4c;
+    case ConvFormat::kNhwc: return tag::nhwc;
+    case ConvFormat::kUser:
+    case ConvFormat::kAny: break;
+  }
+  return tag::any;
+}
+
+// Reference loops and the im2col gemm path are several times slower than the jit kernels.
+template <typename PD>
+bool is_slow_impl(const PD& pd) {
+  return is_ref_impl(pd) || std::string(pd.impl_info_str()).find("gemm") != std::string::npos;
+}
+
+class CpuConvOp final : public CpuConv {
  public:
-  CpuConvOp(CpuBackend& be, const ConvDesc& d) : be_(be), d_(d) {}
+  CpuConvOp(CpuBackend& be, const ConvDesc& d, const ConvPlan& plan) : be_(be), d_(d), plan_(plan) {}
 
   Status init() {
     const int oh = (d_.in.h + 2 * d_.pad - d_.kh) / d_.stride + 1;
@@ -69,7 +100,6 @@ class CpuConvOp final : public ConvOp {
                                : memory::dims{d_.oc, d_.in.c, d_.kh, d_.kw};
     w_plain_md_ = memory::desc(wdims, dt::f32, g > 1 ? tag::goihw : tag::oihw);
     const memory::desc x_md = tensor_md(d_.in, d_.in_layout), y_md = tensor_md(out_, out_layout_);
-    const memory::desc x_any(x_md.dims(), dt::f32, tag::any), y_any(y_md.dims(), dt::f32, tag::any);
     const memory::desc w_any(wdims, dt::f32, tag::any);
     const memory::dims strides = {d_.stride, d_.stride}, pad = {d_.pad, d_.pad};
     const auto alg = dnnl::algorithm::convolution_direct;
@@ -78,26 +108,43 @@ class CpuConvOp final : public ConvOp {
     using Fwd = dnnl::convolution_forward;
     using BwdData = dnnl::convolution_backward_data;
     using BwdW = dnnl::convolution_backward_weights;
+    // Activation descriptors of a primitive for a planned format (kUser: the network's layouts).
+    auto act = [&](ConvFormat f, const memory::desc& user) {
+      return f == ConvFormat::kUser ? user : memory::desc(user.dims(), dt::f32, format_tag_of(f));
+    };
+    // Each primitive gets its planned format, then the fallbacks, until one is not a slow
+    // reference/gemm implementation (the last candidate is taken whatever it is).
+    auto candidates = [](ConvFormat f) {
+      std::vector<ConvFormat> c = {f, ConvFormat::kNhwc, ConvFormat::kAny};
+      return c;
+    };
     return dnnl_call("planning conv", [&] {
-      fwd_pd_ = Fwd::primitive_desc(Fwd::desc(dnnl::prop_kind::forward_training, alg, x_md, w_any, y_md, strides, pad, pad), eng);
-      if (is_ref_impl(fwd_pd_))
-        fwd_pd_ = Fwd::primitive_desc(Fwd::desc(dnnl::prop_kind::forward_training, alg, x_any, w_any, y_any, strides, pad, pad), eng);
-      bwd_data_pd_ = BwdData::primitive_desc(BwdData::desc(alg, x_md, w_any, y_md, strides, pad, pad), eng, fwd_pd_);
-      if (is_ref_impl(bwd_data_pd_))
-        bwd_data_pd_ = BwdData::primitive_desc(BwdData::desc(alg, x_any, w_any, y_any, strides, pad, pad), eng, fwd_pd_);
-      bwd_w_pd_ = BwdW::primitive_desc(BwdW::desc(alg, x_md, w_any, y_md, strides, pad, pad), eng, fwd_pd_);
-      if (is_ref_impl(bwd_w_pd_))
-        bwd_w_pd_ = BwdW::primitive_desc(BwdW::desc(alg, x_any, w_any, y_any, strides, pad, pad), eng, fwd_pd_);
+      for (ConvFormat f : candidates(plan_.fwd)) {
+        fwd_pd_ = Fwd::primitive_desc(Fwd::desc(dnnl::prop_kind::forward_training, alg, act(f, x_md), w_any,
+                                                act(f, y_md), strides, pad, pad), eng);
+        if (!is_slow_impl(fwd_pd_)) break;
+      }
+      for (ConvFormat f : candidates(plan_.bwd_data)) {
+        bwd_data_pd_ = BwdData::primitive_desc(
+            BwdData::desc(alg, act(f, x_md), w_any, act(f, y_md), strides, pad, pad), eng, fwd_pd_);
+        if (!is_slow_impl(bwd_data_pd_)) break;
+      }
+      for (ConvFormat f : candidates(plan_.bwd_weights)) {
+        bwd_w_pd_ = BwdW::primitive_desc(BwdW::desc(alg, act(f, x_md), w_any, act(f, y_md), strides, pad, pad),
+                                         eng, fwd_pd_);
+        if (!is_slow_impl(bwd_w_pd_)) break;
+      }
       fwd_ = Fwd(fwd_pd_);
       bwd_data_ = BwdData(bwd_data_pd_);
       bwd_w_ = BwdW(bwd_w_pd_);
 
-      fwd_x_ = ActArg::make(be_, x_md, fwd_pd_.src_desc(), true);
-      fwd_y_ = ActArg::make(be_, y_md, fwd_pd_.dst_desc(), false);
-      bd_dy_ = ActArg::make(be_, y_md, bwd_data_pd_.diff_dst_desc(), true);
-      bd_dx_ = ActArg::make(be_, x_md, bwd_data_pd_.diff_src_desc(), false);
-      bw_x_ = ActArg::make(be_, x_md, bwd_w_pd_.src_desc(), true);
-      bw_dy_ = ActArg::make(be_, y_md, bwd_w_pd_.diff_dst_desc(), true);
+      // Within one call at most one input-side and one output-side tensor need scratch.
+      fwd_x_ = ActArg::make(be_, x_md, fwd_pd_.src_desc(), true, 0);
+      fwd_y_ = ActArg::make(be_, y_md, fwd_pd_.dst_desc(), false, 1);
+      bd_dy_ = ActArg::make(be_, y_md, bwd_data_pd_.diff_dst_desc(), true, 1);
+      bd_dx_ = ActArg::make(be_, x_md, bwd_data_pd_.diff_src_desc(), false, 0);
+      bw_x_ = ActArg::make(be_, x_md, bwd_w_pd_.src_desc(), true, 0);
+      bw_dy_ = ActArg::make(be_, y_md, bwd_w_pd_.diff_dst_desc(), true, 1);
 
       // Weights in the forward primitive's format, kept for backward-data when it uses the same.
       w_fwd_ = OwnedMemory::make(be_, fwd_pd_.weights_desc());
@@ -124,7 +171,7 @@ class CpuConvOp final : public ConvOp {
       w_to_fwd_.run(be_.stream(), const_cast<float*>(w), w_fwd_.data());
       w_fwd_source_ = w;
       const memory& src = fwd_x_.input(be_, x.data);
-      const memory& dst = fwd_y_.output(y.data);
+      const memory& dst = fwd_y_.output(be_, y.data);
       fwd_.execute(be_.stream(), {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, w_fwd_.mem}, {DNNL_ARG_DST, dst}});
       fwd_y_.finish_output(be_, y.data);
     });
@@ -143,7 +190,7 @@ class CpuConvOp final : public ConvOp {
         w_fwd_source_ = w;
       }
       const memory& ddst = bd_dy_.input(be_, dy.data);
-      const memory& dsrc = bd_dx_.output(dx.data);
+      const memory& dsrc = bd_dx_.output(be_, dx.data);
       bwd_data_.execute(be_.stream(), {{DNNL_ARG_DIFF_DST, ddst}, {DNNL_ARG_WEIGHTS, *wm}, {DNNL_ARG_DIFF_SRC, dsrc}});
       bd_dx_.finish_output(be_, dx.data);
     });
@@ -160,7 +207,7 @@ class CpuConvOp final : public ConvOp {
     });
   }
 
-  std::string impl_info() const {
+  std::string impl_info() const override {
     return std::string(fwd_pd_.impl_info_str()) + " | " + bwd_data_pd_.impl_info_str() + " | " +
            bwd_w_pd_.impl_info_str();
   }
@@ -174,6 +221,7 @@ class CpuConvOp final : public ConvOp {
 
   CpuBackend& be_;
   ConvDesc d_;
+  ConvPlan plan_;
   Dims out_;                                  // (N, OC, OH, OW)
   Layout out_layout_ = Layout::kNCHW;
   memory::desc w_plain_md_;                   // (OC, C/G, KH, KW) or (G, OC/G, C/G, KH, KW)
@@ -192,14 +240,36 @@ class CpuConvOp final : public ConvOp {
 
 }  // namespace
 
-StatusOr<std::unique_ptr<ConvOp>> make_cpu_conv(CpuBackend& backend, const ConvDesc& desc) {
+ConvPlan default_conv_plan(const ConvDesc& desc) {
+  const int cpg = desc.in.c / desc.groups, opg = desc.oc / desc.groups;
+  ConvPlan plan;  // the network's layouts, no reorders
+  if (desc.groups == 1 || (cpg % 16 == 0 && opg % 16 == 0)) return plan;
+  // Groups narrower than a 16-channel block have no jit kernel on nChw16c (only ref:any), so these
+  // convolutions reorder to a format whose block fits the group (measured in /tmp/h1bench; see report).
+  if (cpg % 8 == 0 && opg % 8 == 0) {
+    plan.fwd = plan.bwd_data = plan.bwd_weights = ConvFormat::kNChw8c;  // jit avx512 / avx512 / avx2
+  } else {
+    plan.fwd = plan.bwd_data = ConvFormat::kAny;  // nChw4c jit
+    plan.bwd_weights = ConvFormat::kNhwc;         // nChw4c backward-weights is gemm or ref
+  }
+  return plan;
+}
+
+StatusOr<std::unique_ptr<CpuConv>> make_cpu_conv_planned(CpuBackend& backend, const ConvDesc& desc,
+                                                         const ConvPlan& plan) {
   SX_CHECK_ARG(desc.in.n > 0 && desc.in.c > 0 && desc.in.h > 0 && desc.in.w > 0, "conv: empty input");
   SX_CHECK_ARG(desc.oc > 0 && desc.kh > 0 && desc.kw > 0 && desc.stride > 0 && desc.pad >= 0, "conv: bad shape");
   SX_CHECK_ARG(desc.groups > 0 && desc.in.c % desc.groups == 0 && desc.oc % desc.groups == 0,
                "conv: channels not divisible by groups");
-  SX_CHECK_ARG(desc.in.h + 2 * desc.pad >= desc.kh && desc.in.w + 2 * desc.pad >= desc.kw, "conv: kernel larger than input");
-  auto op = std::make_unique<CpuConvOp>(backend, desc);
+  SX_CHECK_ARG(desc.in.h + 2 * desc.pad >= desc.kh && desc.in.w + 2 * desc.pad >= desc.kw,
+               "conv: kernel larger than input");
+  auto op = std::make_unique<CpuConvOp>(backend, desc, plan);
   SX_TRY(op->init().with_context("conv " + desc.in.to_string() + " -> " + std::to_string(desc.oc)));
+  return std::unique_ptr<CpuConv>(std::move(op));
+}
+
+StatusOr<std::unique_ptr<ConvOp>> make_cpu_conv(CpuBackend& backend, const ConvDesc& desc) {
+  SX_ASSIGN_OR_RETURN(auto op, make_cpu_conv_planned(backend, desc, default_conv_plan(desc)));
   return std::unique_ptr<ConvOp>(std::move(op));
 }
 

@@ -62,6 +62,14 @@ void CpuBackend::reorder(const dnnl::memory& src, const dnnl::memory& dst) {
   reorders_.fetch_add(1, std::memory_order_relaxed);
 }
 
+float* CpuBackend::scratch(int slot, size_t bytes) {
+  if (bytes > scratch_bytes_[slot]) {
+    scratch_[slot] = allocate(bytes);
+    scratch_bytes_[slot] = bytes;
+  }
+  return static_cast<float*>(scratch_[slot].get());
+}
+
 Status CpuBackend::upload_nchw(const float* host_nchw, const Tensor& dst) {
   if (dst.layout == Layout::kNCHW) return copy_to_device(dst.data, host_nchw, size_t(dst.dims.count()) * sizeof(float));
   dnnl::memory src(tensor_md(dst.dims, Layout::kNCHW), engine_, const_cast<float*>(host_nchw));

@@ -62,11 +62,20 @@ class CpuBackend final : public Backend {
   void reorder(const dnnl::memory& src, const dnnl::memory& dst);
   // Counts an activation reorder that an op ran with its own prebuilt reorder primitive.
   void count_reorder() { reorders_.fetch_add(1, std::memory_order_relaxed); }
+  // Shared scratch for activations an op reorders for the duration of one call (ops run one at a
+  // time). Slot 0 holds input-side tensors, slot 1 output-side; grows, never shrinks. Ops reserve
+  // their size when planned so the hot path does not allocate.
+  float* scratch(int slot, size_t bytes);
+
+  // Scratch slots for scratch().
+  static constexpr int kScratchSlots = 2;
 
  private:
   dnnl::engine engine_;
   dnnl::stream stream_;
   std::atomic<int64_t> reorders_{0};
+  Buffer scratch_[kScratchSlots];
+  size_t scratch_bytes_[kScratchSlots] = {};
 };
 
 // oneDNN memory descriptor of a tensor's physical layout.

@@ -1,0 +1,270 @@
+// CPU BatchNormOp against a double-precision reference: training forward (batch statistics,
+// biased save_var, momentum-0.1 running update with the unbiased variance), eval forward
+// (running statistics), backward (analytic reference over every element and central finite
+// differences at sampled points), fused ReLU, accumulate. N batch, C channels, M = N·H·W.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "model/backend.h"
+
+namespace sx::model {
+namespace {
+
+struct Case {
+  std::string name;
+  Dims dims;
+  Layout layout;
+  bool fuse_relu;
+};
+
+std::ostream& operator<<(std::ostream& os, const Case& c) { return os << c.name; }
+
+struct DevTensor {
+  Buffer buf;
+  Tensor t;
+};
+
+DevTensor make_tensor(Backend& be, const Dims& d, Layout l) {
+  DevTensor r;
+  r.t = Tensor{d, l, nullptr};
+  r.buf = be.allocate(r.t.bytes());
+  r.t.data = static_cast<float*>(r.buf.get());
+  return r;
+}
+
+std::vector<float> download(Backend& be, const Tensor& t) {
+  std::vector<float> h(size_t(t.dims.count()));
+  EXPECT_TRUE(be.download_nchw(t, h.data()).is_ok());
+  return h;
+}
+
+std::vector<float> random_vec(size_t n, uint32_t seed, float lo, float hi) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> u(lo, hi);
+  std::vector<float> v(n);
+  for (auto& x : v) x = u(rng);
+  return v;
+}
+
+constexpr double kEps = 1e-5;
+
+// Double-precision batch norm over NCHW host data.
+struct Ref {
+  Dims d;
+  std::vector<double> mean, var;  // (C) batch mean, biased variance
+  size_t idx(int n, int c, int hw) const { return (size_t(n) * d.c + c) * d.h * d.w + hw; }
+  int m() const { return d.n * d.h * d.w; }
+
+  void stats(const std::vector<float>& x) {
+    mean.assign(size_t(d.c), 0);
+    var.assign(size_t(d.c), 0);
+    for (int c = 0; c < d.c; ++c) {
+      for (int n = 0; n < d.n; ++n)
+        for (int i = 0; i < d.h * d.w; ++i) mean[c] += x[idx(n, c, i)];
+      mean[c] /= m();
+      for (int n = 0; n < d.n; ++n)
+        for (int i = 0; i < d.h * d.w; ++i) var[c] += std::pow(x[idx(n, c, i)] - mean[c], 2);
+      var[c] /= m();
+    }
+  }
+  std::vector<double> normalize(const std::vector<float>& x, const std::vector<float>& g, const std::vector<float>& b,
+                                const std::vector<double>& mu, const std::vector<double>& v, bool relu) const {
+    std::vector<double> y(x.size());
+    for (int n = 0; n < d.n; ++n)
+      for (int c = 0; c < d.c; ++c)
+        for (int i = 0; i < d.h * d.w; ++i) {
+          double val = g[c] * (x[idx(n, c, i)] - mu[c]) / std::sqrt(v[c] + kEps) + b[c];
+          y[idx(n, c, i)] = relu ? std::max(0.0, val) : val;
+        }
+    return y;
+  }
+  // Training-mode backward; dy already masked by the ReLU when fused.
+  void backward(const std::vector<float>& x, const std::vector<double>& dy, const std::vector<float>& g,
+                std::vector<double>& dx, std::vector<double>& dg, std::vector<double>& db) const {
+    dx.assign(x.size(), 0);
+    dg.assign(size_t(d.c), 0);
+    db.assign(size_t(d.c), 0);
+    for (int c = 0; c < d.c; ++c) {
+      const double inv = 1 / std::sqrt(var[c] + kEps);
+      for (int n = 0; n < d.n; ++n)
+        for (int i = 0; i < d.h * d.w; ++i) {
+          db[c] += dy[idx(n, c, i)];
+          dg[c] += dy[idx(n, c, i)] * (x[idx(n, c, i)] - mean[c]) * inv;
+        }
+      for (int n = 0; n < d.n; ++n)
+        for (int i = 0; i < d.h * d.w; ++i) {
+          const double xhat = (x[idx(n, c, i)] - mean[c]) * inv;
+          dx[idx(n, c, i)] = g[c] * inv * (dy[idx(n, c, i)] - db[c] / m() - xhat * dg[c] / m());
+        }
+    }
+  }
+};
+
+template <typename V>
+void expect_close(const std::vector<float>& got, const V& want, double tol, const std::string& what) {
+  ASSERT_EQ(got.size(), want.size());
+  double scale = 1e-2;
+  for (double v : want) scale = std::max(scale, std::abs(v));
+  int bad = 0;
+  for (size_t i = 0; i < got.size() && bad < 5; ++i) {
+    if (std::abs(got[i] - double(want[i])) > tol * scale) {
+      ADD_FAILURE() << what << "[" << i << "]: got " << got[i] << " want " << want[i] << " (scale " << scale << ")";
+      ++bad;
+    }
+  }
+}
+
+class BatchNormTest : public ::testing::TestWithParam<Case> {};
+
+TEST_P(BatchNormTest, TrainEvalBackwardMatchReference) {
+  const Case& p = GetParam();
+  const Dims d = p.dims;
+  const size_t nc = size_t(d.c);
+  auto be = make_cpu_backend({.threads = 2});
+  auto op_or = be->make_batch_norm({.dims = d, .layout = p.layout, .eps = 1e-5f, .fuse_relu = p.fuse_relu});
+  ASSERT_TRUE(op_or.is_ok()) << op_or.status().to_string();
+  auto& op = *op_or;
+
+  auto xh = random_vec(size_t(d.count()), 1, -1.f, 3.f);
+  auto gamma = random_vec(nc, 2, 0.5f, 1.5f);
+  auto beta = random_vec(nc, 3, -0.5f, 0.5f);
+  auto rh = random_vec(size_t(d.count()), 4, -1.f, 1.f);  // dL/dy for L = sum(y · r)
+  std::vector<float> save_mean(nc), save_var(nc), run_mean(nc, 0.25f), run_var(nc, 2.f);
+
+  auto x = make_tensor(*be, d, p.layout), y = make_tensor(*be, d, p.layout);
+  auto dy = make_tensor(*be, d, p.layout), dx = make_tensor(*be, d, p.layout);
+  ASSERT_TRUE(be->upload_nchw(xh.data(), x.t).is_ok());
+  ASSERT_TRUE(be->upload_nchw(rh.data(), dy.t).is_ok());
+
+  // Training forward: batch statistics, biased save_var, running update with unbiased variance.
+  Ref ref{d, {}, {}};
+  ref.stats(xh);
+  ASSERT_TRUE(op->forward_train(x.t, gamma.data(), beta.data(), y.t, save_mean.data(), save_var.data(),
+                                run_mean.data(), run_var.data(), 0.1f)
+                  .is_ok());
+  expect_close(download(*be, y.t), ref.normalize(xh, gamma, beta, ref.mean, ref.var, p.fuse_relu), 1e-5, "y train");
+  expect_close(save_mean, ref.mean, 1e-5, "save_mean");
+  expect_close(save_var, ref.var, 1e-5, "save_var (biased)");
+  std::vector<double> want_rm(nc), want_rv(nc);
+  for (size_t c = 0; c < nc; ++c) {
+    want_rm[c] = 0.9 * 0.25 + 0.1 * ref.mean[c];
+    want_rv[c] = 0.9 * 2.0 + 0.1 * ref.var[c] * ref.m() / (ref.m() - 1);
+  }
+  expect_close(run_mean, want_rm, 1e-5, "running_mean");
+  expect_close(run_var, want_rv, 1e-5, "running_var (unbiased)");
+
+  // Backward: analytic reference over every element; dgamma/dbeta overwrite, then accumulate.
+  std::vector<double> y_ref = ref.normalize(xh, gamma, beta, ref.mean, ref.var, p.fuse_relu), dy_masked(rh.size());
+  for (size_t i = 0; i < rh.size(); ++i) dy_masked[i] = (p.fuse_relu && y_ref[i] <= 0) ? 0 : rh[i];
+  std::vector<double> dx_ref, dg_ref, db_ref;
+  ref.backward(xh, dy_masked, gamma, dx_ref, dg_ref, db_ref);
+  std::vector<float> dgamma(nc, 7.f), dbeta(nc, 7.f);  // garbage that overwrite must replace
+  Status st = op->backward(x.t, y.t, dy.t, gamma.data(), save_mean.data(), save_var.data(), dx.t, dgamma.data(),
+                           dbeta.data(), /*accumulate=*/false);
+  ASSERT_TRUE(st.is_ok()) << st.to_string();
+  auto dxv = download(*be, dx.t);
+  expect_close(dxv, dx_ref, 1e-4, "dx");
+  expect_close(dgamma, dg_ref, 1e-4, "dgamma");
+  expect_close(dbeta, db_ref, 1e-4, "dbeta");
+  ASSERT_TRUE(op->backward(x.t, y.t, dy.t, gamma.data(), save_mean.data(), save_var.data(), dx.t, dgamma.data(),
+                           dbeta.data(), /*accumulate=*/true)
+                  .is_ok());
+  std::vector<double> dg2(nc), db2(nc);
+  for (size_t c = 0; c < nc; ++c) dg2[c] = 2 * dg_ref[c], db2[c] = 2 * db_ref[c];
+  expect_close(dgamma, dg2, 1e-4, "dgamma accumulated");
+  expect_close(dbeta, db2, 1e-4, "dbeta accumulated");
+
+  // Central finite differences of L through the training forward (fresh running buffers).
+  std::vector<float> sm(nc), sv(nc), rm(nc), rv(nc);
+  auto loss = [&]() {
+    EXPECT_TRUE(op->forward_train(x.t, gamma.data(), beta.data(), y.t, sm.data(), sv.data(), rm.data(), rv.data(), 0.1f)
+                    .is_ok());
+    auto yv = download(*be, y.t);
+    double l = 0;
+    for (size_t i = 0; i < yv.size(); ++i) l += double(yv[i]) * rh[i];
+    return l;
+  };
+  // Small steps: with the fused ReLU a larger one lets outputs cross the kink.
+  const float eps = 2e-3f;
+  std::mt19937 rng(9);
+  for (int s = 0; s < 6; ++s) {
+    const size_t i = rng() % xh.size();
+    const float keep = xh[i];
+    xh[i] = keep + eps;
+    ASSERT_TRUE(be->upload_nchw(xh.data(), x.t).is_ok());
+    const double lp = loss();
+    xh[i] = keep - eps;
+    ASSERT_TRUE(be->upload_nchw(xh.data(), x.t).is_ok());
+    const double lm = loss();
+    xh[i] = keep;
+    EXPECT_NEAR((lp - lm) / (2 * eps), dxv[i], 5e-3 + 2e-2 * std::abs(dxv[i])) << "dx at " << i;
+  }
+  ASSERT_TRUE(be->upload_nchw(xh.data(), x.t).is_ok());
+  // Channels where a pre-ReLU value sits at the kink would measure the kink, not the gradient.
+  const std::vector<double> pre = ref.normalize(xh, gamma, beta, ref.mean, ref.var, false);
+  auto near_kink = [&](size_t c) {
+    for (int n = 0; n < d.n; ++n)
+      for (int i = 0; i < d.h * d.w; ++i)
+        if (std::abs(pre[ref.idx(n, int(c), i)]) < 0.02) return true;
+    return false;
+  };
+  int checked = 0;
+  for (size_t c = 0; c < nc && checked < 4; ++c) {
+    if (p.fuse_relu && near_kink(c)) continue;
+    ++checked;
+    for (auto* param : {&gamma, &beta}) {
+      const float keep = (*param)[c];
+      (*param)[c] = keep + eps;
+      const double lp = loss();
+      (*param)[c] = keep - eps;
+      const double lm = loss();
+      (*param)[c] = keep;
+      const double analytic = (param == &gamma ? dgamma[c] : dbeta[c]) / 2;  // accumulated twice above
+      EXPECT_NEAR((lp - lm) / (2 * eps), analytic, 5e-3 + 2e-2 * std::abs(analytic))
+          << (param == &gamma ? "dgamma" : "dbeta") << " at " << c;
+    }
+  }
+  EXPECT_GT(checked, 0);
+
+  // Eval forward normalises with the running statistics, not the batch's.
+  std::vector<float> em = random_vec(nc, 5, -0.5f, 0.5f), ev = random_vec(nc, 6, 0.5f, 2.f);
+  ASSERT_TRUE(op->forward_eval(x.t, gamma.data(), beta.data(), em.data(), ev.data(), y.t).is_ok());
+  std::vector<double> emd(em.begin(), em.end()), evd(ev.begin(), ev.end());
+  expect_close(download(*be, y.t), ref.normalize(xh, gamma, beta, emd, evd, p.fuse_relu), 1e-5, "y eval");
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, BatchNormTest,
+                         ::testing::Values(Case{"plain", {3, 6, 4, 5}, Layout::kNCHW, false},
+                                           Case{"plain_relu", {3, 6, 4, 5}, Layout::kNCHW, true},
+                                           Case{"blocked16", {2, 32, 5, 3}, Layout::kNChw16c, false},
+                                           Case{"blocked16_relu", {2, 32, 5, 3}, Layout::kNChw16c, true},
+                                           Case{"nhwc_relu", {2, 24, 3, 3}, Layout::kNHWC, true}),
+                         [](const ::testing::TestParamInfo<Case>& info) { return info.param.name; });
+
+TEST(BatchNormRunningStats, MomentumUpdateAccumulatesOverSteps) {
+  // Two steps on the same batch: running = 0.9·(0.9·r0 + 0.1·b) + 0.1·b.
+  auto be = make_cpu_backend({.threads = 2});
+  const Dims d{4, 2, 1, 1};  // M = 4
+  auto op = be->make_batch_norm({.dims = d, .layout = Layout::kNCHW});
+  ASSERT_TRUE(op.is_ok());
+  std::vector<float> xh = {1, 10, 2, 20, 3, 30, 6, 60};  // channel 0: 1 2 3 6; channel 1: ten times that
+  auto x = make_tensor(*be, d, Layout::kNCHW), y = make_tensor(*be, d, Layout::kNCHW);
+  ASSERT_TRUE(be->upload_nchw(xh.data(), x.t).is_ok());
+  std::vector<float> g = {1, 1}, b = {0, 0}, sm(2), sv(2), rm = {0, 0}, rv = {1, 1};
+  for (int step = 0; step < 2; ++step)
+    ASSERT_TRUE((*op)->forward_train(x.t, g.data(), b.data(), y.t, sm.data(), sv.data(), rm.data(), rv.data(), 0.1f)
+                    .is_ok());
+  // channel 0: mean 3, biased var (4+1+0+9)/4 = 3.5, unbiased 14/3.
+  EXPECT_NEAR(sm[0], 3.f, 1e-5);
+  EXPECT_NEAR(sv[0], 3.5f, 1e-5);
+  EXPECT_NEAR(rm[0], 0.9 * 0.1 * 3 + 0.1 * 3, 1e-5);
+  EXPECT_NEAR(rv[0], 0.9 * (0.9 + 0.1 * 14.0 / 3) + 0.1 * 14.0 / 3, 1e-5);
+  EXPECT_NEAR(rv[1], 0.9 * (0.9 + 0.1 * 1400.0 / 3) + 0.1 * 1400.0 / 3, 1e-3);
+}
+
+}  // namespace
+}  // namespace sx::model
