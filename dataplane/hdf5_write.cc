@@ -34,39 +34,17 @@ Status write_dataset(hid_t file, const char* name, hid_t mem_type, hid_t file_ty
   if (!ds.valid()) return h5_error(std::string("create dataset ") + name, path);
   if (H5Dwrite(ds.get(), mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0)
     return h5_error(std::string("write dataset ") + name, path);
-  return ds.close();
+  return ds.close(path);
 }
 
 Status write_attr(hid_t obj, const char* name, hid_t type, const void* value, const std::string& path) {
   H5Handle space = make(H5Screate(H5S_SCALAR), H5Sclose);
   H5Handle attr = make(H5Acreate2(obj, name, type, space.get(), H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
   if (!attr.valid() || H5Awrite(attr.get(), type, value) < 0) return h5_error(std::string("attribute ") + name, path);
-  return attr.close();
+  return attr.close(path);
 }
 
 }  // namespace
-
-H5Handle& H5Handle::operator=(H5Handle&& o) noexcept {
-  if (this != &o) {
-    reset();
-    id_ = o.id_;
-    closer_ = o.closer_;
-    o.id_ = H5I_INVALID_HID;
-  }
-  return *this;
-}
-
-void H5Handle::reset() {
-  if (id_ >= 0 && closer_) closer_(id_);
-  id_ = H5I_INVALID_HID;
-}
-
-Status H5Handle::close() {
-  hid_t id = id_;
-  id_ = H5I_INVALID_HID;
-  if (id >= 0 && closer_ && closer_(id) < 0) return Status::unavailable("HDF5: close failed");
-  return Status::ok();
-}
 
 std::string partial_shard_name(const std::string& name) {
   std::string partial = name;  // appended, not "." + name: GCC 12 -Wrestrict false positive
@@ -106,7 +84,7 @@ Status ShardWriter::write_file(const std::string& path, const std::string& encod
     if (!str.valid() || H5Tset_size(str.get(), encoding.size()) < 0) return h5_error("string type", path);
     SX_TRY(write_attr(file.get(), "encoding", str.get(), encoding.data(), path));
   }
-  if (file.close().is_ok()) return Status::ok();
+  if (file.close(path).is_ok()) return Status::ok();
   return h5_error("close file", path);
 }
 

@@ -1,4 +1,4 @@
-// defines: sx::dataplane::H5Handle (RAII hid_t), ShardWriter (one HDF5 shard, format in shard_format.h).
+// defines: sx::dataplane::ShardWriter (one HDF5 shard, format in shard_format.h).
 // Output is byte-identical for identical input: no object timestamps, fixed chunk sizes, datasets
 // created once at their final size from an in-memory buffer of the shard.
 #pragma once
@@ -11,30 +11,12 @@
 #include <vector>
 
 #include "common/status.h"
+#include "storage/hdf5_util.h"
 
 namespace sx::dataplane {
 
-// Owns one HDF5 identifier and closes it with the matching H5?close.
-class H5Handle {
- public:
-  using Closer = herr_t (*)(hid_t);
-  H5Handle() = default;
-  H5Handle(hid_t id, Closer closer) : id_(id), closer_(closer) {}
-  H5Handle(const H5Handle&) = delete;
-  H5Handle& operator=(const H5Handle&) = delete;
-  H5Handle(H5Handle&& o) noexcept : id_(o.id_), closer_(o.closer_) { o.id_ = H5I_INVALID_HID; }
-  H5Handle& operator=(H5Handle&& o) noexcept;
-  ~H5Handle() { reset(); }
-  hid_t get() const { return id_; }
-  bool valid() const { return id_ >= 0; }
-  // Closes now and reports failure (the destructor cannot).
-  Status close();
-  void reset();
+using H5Handle = sx::storage::H5Handle;  // RAII hid_t, shared with storage/
 
- private:
-  hid_t id_ = H5I_INVALID_HID;
-  Closer closer_ = nullptr;
-};
 
 // Buffers one shard's samples, then writes the whole file at once.
 class ShardWriter {

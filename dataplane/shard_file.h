@@ -14,34 +14,13 @@
 #include <vector>
 
 #include "common/status.h"
+#include "storage/hdf5_util.h"
 #include "dataplane/transforms.h"
 
 namespace sx::dataplane {
 
-// Owns one HDF5 identifier; closes it with the matching H5?close.
-class H5Id {
- public:
-  using Closer = herr_t (*)(hid_t);
-  H5Id() = default;
-  H5Id(hid_t id, Closer closer) : id_(id), closer_(closer) {}
-  H5Id(const H5Id&) = delete;
-  H5Id& operator=(const H5Id&) = delete;
-  H5Id(H5Id&& o) noexcept : id_(std::exchange(o.id_, H5I_INVALID_HID)), closer_(o.closer_) {}
-  H5Id& operator=(H5Id&& o) noexcept {
-    std::swap(id_, o.id_);
-    std::swap(closer_, o.closer_);
-    return *this;
-  }
-  ~H5Id() {
-    if (id_ >= 0 && closer_) closer_(id_);
-  }
-  hid_t get() const { return id_; }
-  bool valid() const { return id_ >= 0; }
+using H5Id = sx::storage::H5Handle;  // RAII hid_t, shared with storage/
 
- private:
-  hid_t id_ = H5I_INVALID_HID;
-  Closer closer_ = nullptr;
-};
 
 class ShardFile {
  public:
