@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "model/backend.h"
+#include "tests/backend_test_util.h"
 
 namespace sx::model {
 namespace {
@@ -23,31 +24,12 @@ struct Case {
 
 std::ostream& operator<<(std::ostream& os, const Case& c) { return os << c.name; }
 
-struct DevTensor {
-  Buffer buf;
-  Tensor t;
-};
-
-DevTensor make_tensor(Backend& be, const Dims& d, Layout l) {
-  DevTensor r;
-  r.t = Tensor{d, l, nullptr};
-  r.buf = be.allocate(r.t.bytes());
-  r.t.data = static_cast<float*>(r.buf.get());
-  return r;
-}
-
-std::vector<float> download(Backend& be, const Tensor& t) {
-  std::vector<float> h(size_t(t.dims.count()));
-  EXPECT_TRUE(be.download_nchw(t, h.data()).is_ok());
-  return h;
-}
+using testing::DevTensor;
+using testing::download;
+using testing::make_tensor;
 
 std::vector<float> random_vec(size_t n, uint32_t seed, float lo, float hi) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> u(lo, hi);
-  std::vector<float> v(n);
-  for (auto& x : v) x = u(rng);
-  return v;
+  return testing::random_uniform(n, seed, lo, hi);
 }
 
 constexpr double kEps = 1e-5;

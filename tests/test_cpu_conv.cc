@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "model/backend.h"
+#include "tests/backend_test_util.h"
 #include "model/cpu/conv_plan.h"
 
 namespace sx::model {
@@ -22,31 +23,12 @@ struct Case {
 
 std::ostream& operator<<(std::ostream& os, const Case& c) { return os << c.name; }
 
-struct DevTensor {
-  Buffer buf;
-  Tensor t;
-};
-
-DevTensor make_tensor(Backend& be, const Dims& d, Layout l) {
-  DevTensor r;
-  r.t = Tensor{d, l, nullptr};
-  r.buf = be.allocate(r.t.bytes());
-  r.t.data = static_cast<float*>(r.buf.get());
-  return r;
-}
-
-std::vector<float> download(Backend& be, const Tensor& t) {
-  std::vector<float> h(size_t(t.dims.count()));
-  EXPECT_TRUE(be.download_nchw(t, h.data()).is_ok());
-  return h;
-}
+using testing::DevTensor;
+using testing::download;
+using testing::make_tensor;
 
 std::vector<float> random_vec(size_t n, uint32_t seed, float scale = 1.f) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> u(-scale, scale);
-  std::vector<float> v(n);
-  for (auto& x : v) x = u(rng);
-  return v;
+  return testing::random_uniform(n, seed, -scale, scale);
 }
 
 // Naive grouped convolution in double. x (N, C, H, W), w (OC, C/G, K, K), y (N, OC, OH, OW).

@@ -11,36 +11,16 @@
 #include <vector>
 
 #include "model/backend.h"
+#include "tests/backend_test_util.h"
 
 namespace sx::model {
 namespace {
 
-struct DevTensor {
-  Buffer buf;
-  Tensor t;
-};
+using testing::DevTensor;
+using testing::download;
+using testing::make_tensor;
 
-DevTensor make_tensor(Backend& be, const Dims& d, Layout l) {
-  DevTensor r;
-  r.t = Tensor{d, l, nullptr};
-  r.buf = be.allocate(r.t.bytes());
-  r.t.data = static_cast<float*>(r.buf.get());
-  return r;
-}
-
-std::vector<float> download(Backend& be, const Tensor& t) {
-  std::vector<float> h(size_t(t.dims.count()));
-  EXPECT_TRUE(be.download_nchw(t, h.data()).is_ok());
-  return h;
-}
-
-std::vector<float> random_vec(size_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> u(-1.f, 1.f);
-  std::vector<float> v(n);
-  for (auto& x : v) x = u(rng);
-  return v;
-}
+std::vector<float> random_vec(size_t n, uint32_t seed) { return testing::random_uniform(n, seed, -1.f, 1.f); }
 
 void expect_close(const std::vector<float>& got, const std::vector<double>& want, double tol, const std::string& what) {
   ASSERT_EQ(got.size(), want.size());
