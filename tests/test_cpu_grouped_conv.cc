@@ -1,0 +1,263 @@
+// The direct AVX-512 grouped 3x3 conv (model/cpu/grouped_conv_direct) against a naive
+// double-precision reference (forward, backward-data, backward-weights overwrite and accumulate,
+// every element), central finite differences of L = sum(y · r), bit-identical results on 1 and 2
+// threads, and make_cpu_conv routing the SE-ResNeXt shapes to it without reorders.
+// N batch, C = OC channels, GS channels per group, S stride; pad 1, kernel 3x3.
+#include <gtest/gtest.h>
+#include <omp.h>
+
+#include <cmath>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "model/backend.h"
+#include "model/cpu/conv_plan.h"
+#include "model/cpu/grouped_conv_direct.h"
+
+namespace sx::model {
+namespace {
+
+struct Case {
+  std::string name;
+  int n, c, h, w, gs, stride;
+};
+
+struct DevTensor {
+  Buffer buf;
+  Tensor t;
+};
+
+DevTensor make_tensor(Backend& be, const Dims& d, Layout l) {
+  DevTensor r;
+  r.t = Tensor{d, l, nullptr};
+  r.buf = be.allocate(r.t.bytes());
+  r.t.data = static_cast<float*>(r.buf.get());
+  return r;
+}
+
+std::vector<float> download(Backend& be, const Tensor& t) {
+  std::vector<float> h(size_t(t.dims.count()));
+  EXPECT_TRUE(be.download_nchw(t, h.data()).is_ok());
+  return h;
+}
+
+std::vector<float> random_vec(size_t n, uint32_t seed, float scale = 1.f) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> u(-scale, scale);
+  std::vector<float> v(n);
+  for (auto& x : v) x = u(rng);
+  return v;
+}
+
+// Naive grouped 3x3 pad-1 convolution: f(x index, w index, y index) for every multiply-add.
+// x (N, C, H, W), w (C, GS, 3, 3), y (N, C, OH, OW), all plain.
+template <typename F>
+void for_each_mac(const Case& p, int oh, int ow, F f) {
+  for (int n = 0; n < p.n; ++n)
+    for (int o = 0; o < p.c; ++o) {
+      const int g = o / p.gs;
+      for (int y = 0; y < oh; ++y)
+        for (int x = 0; x < ow; ++x)
+          for (int ci = 0; ci < p.gs; ++ci)
+            for (int kh = 0; kh < 3; ++kh) {
+              const int ih = y * p.stride - 1 + kh;
+              if (ih < 0 || ih >= p.h) continue;
+              for (int kw = 0; kw < 3; ++kw) {
+                const int iw = x * p.stride - 1 + kw;
+                if (iw < 0 || iw >= p.w) continue;
+                f(((size_t(n) * p.c + g * p.gs + ci) * p.h + ih) * p.w + iw, ((size_t(o) * p.gs + ci) * 3 + kh) * 3 + kw,
+                  ((size_t(n) * p.c + o) * oh + y) * ow + x);
+              }
+            }
+    }
+}
+
+void expect_close(const std::vector<float>& got, const std::vector<double>& want, double tol, const char* what) {
+  ASSERT_EQ(got.size(), want.size());
+  double scale = 1e-3;
+  for (double v : want) scale = std::max(scale, std::abs(v));
+  int bad = 0;
+  for (size_t i = 0; i < got.size() && bad < 5; ++i) {
+    if (std::abs(got[i] - want[i]) > tol * scale) {
+      ADD_FAILURE() << what << "[" << i << "]: got " << got[i] << " want " << want[i] << " (scale " << scale << ")";
+      ++bad;
+    }
+  }
+}
+
+ConvDesc desc_of(const Case& p) {
+  return ConvDesc{.in = {p.n, p.c, p.h, p.w}, .in_layout = Layout::kNChw16c, .oc = p.c, .kh = 3, .kw = 3,
+                  .stride = p.stride, .pad = 1, .groups = p.c / p.gs};
+}
+
+class GroupedConvDirectTest : public ::testing::TestWithParam<Case> {
+ protected:
+  void TearDown() override { omp_set_num_threads(2); }
+};
+
+TEST_P(GroupedConvDirectTest, MatchesReferenceFiniteDifferencesAndIsDeterministic) {
+  const Case& p = GetParam();
+  auto be = make_cpu_backend({.threads = 2});
+  const ConvDesc d = desc_of(p);
+  ASSERT_TRUE(cpu::grouped_conv_direct_supports(d));
+  auto op_or = cpu::make_grouped_conv_direct(d);
+  ASSERT_TRUE(op_or.is_ok()) << op_or.status().to_string();
+  auto& op = *op_or;
+  const int oh = (p.h - 1) / p.stride + 1, ow = (p.w - 1) / p.stride + 1;
+  ASSERT_EQ(op->out_dims(), (Dims{p.n, p.c, oh, ow}));
+  ASSERT_EQ(op->out_layout(), Layout::kNChw16c);
+
+  const size_t wcount = size_t(p.c) * p.gs * 9;
+  auto xh = random_vec(size_t(d.in.count()), 1);
+  auto wh = random_vec(wcount, 2, 1.f / std::sqrt(float(p.gs * 9)));
+  auto rh = random_vec(size_t(op->out_dims().count()), 3);  // dL/dy for L = sum(y · r)
+  auto x = make_tensor(*be, d.in, Layout::kNChw16c);
+  auto y = make_tensor(*be, op->out_dims(), Layout::kNChw16c);
+  auto dy = make_tensor(*be, op->out_dims(), Layout::kNChw16c);
+  auto dx = make_tensor(*be, d.in, Layout::kNChw16c);
+  std::vector<float> w(wh), dw(wcount, 123.f);  // dw starts as garbage: overwrite must ignore it
+  ASSERT_TRUE(be->upload_nchw(xh.data(), x.t).is_ok());
+  ASSERT_TRUE(be->upload_nchw(rh.data(), dy.t).is_ok());
+  // Garbage in y and dx too: both are overwritten.
+  ASSERT_TRUE(be->fill(y.t.data, 7.f, y.t.padded_count()).is_ok());
+  ASSERT_TRUE(be->fill(dx.t.data, 7.f, dx.t.padded_count()).is_ok());
+
+  std::vector<double> y_ref(rh.size()), dx_ref(xh.size()), dw_ref(wcount);
+  for_each_mac(p, oh, ow, [&](size_t xi, size_t wi, size_t yi) {
+    y_ref[yi] += double(xh[xi]) * wh[wi];
+    dx_ref[xi] += double(rh[yi]) * wh[wi];
+    dw_ref[wi] += double(rh[yi]) * xh[xi];
+  });
+  ASSERT_TRUE(op->forward(x.t, w.data(), y.t).is_ok());
+  expect_close(download(*be, y.t), y_ref, 1e-5, "y");
+  ASSERT_TRUE(op->backward_data(dy.t, w.data(), dx.t).is_ok());
+  expect_close(download(*be, dx.t), dx_ref, 1e-5, "dx");
+  ASSERT_TRUE(op->backward_weights(x.t, dy.t, dw.data(), /*accumulate=*/false).is_ok());
+  expect_close(dw, dw_ref, 1e-5, "dw");
+  std::vector<double> dw_twice(wcount);
+  for (size_t i = 0; i < wcount; ++i) dw_twice[i] = 2 * dw_ref[i];
+  ASSERT_TRUE(op->backward_weights(x.t, dy.t, dw.data(), /*accumulate=*/true).is_ok());
+  expect_close(dw, dw_twice, 1e-5, "dw accumulated");
+
+  // One thread gives the same bits as two.
+  const auto y2 = download(*be, y.t), dx2 = download(*be, dx.t);
+  std::vector<float> dw2(wcount);
+  ASSERT_TRUE(op->backward_weights(x.t, dy.t, dw2.data(), false).is_ok());
+  omp_set_num_threads(1);
+  ASSERT_TRUE(op->forward(x.t, w.data(), y.t).is_ok());
+  ASSERT_TRUE(op->backward_data(dy.t, w.data(), dx.t).is_ok());
+  std::vector<float> dw1(wcount);
+  ASSERT_TRUE(op->backward_weights(x.t, dy.t, dw1.data(), false).is_ok());
+  omp_set_num_threads(2);
+  EXPECT_EQ(download(*be, y.t), y2);
+  EXPECT_EQ(download(*be, dx.t), dx2);
+  EXPECT_EQ(dw1, dw2);
+
+  // Central finite differences of L at sampled inputs and weights (exact up to rounding: linear).
+  auto loss = [&]() {
+    EXPECT_TRUE(op->forward(x.t, w.data(), y.t).is_ok());
+    auto yv = download(*be, y.t);
+    double l = 0;
+    for (size_t i = 0; i < yv.size(); ++i) l += double(yv[i]) * rh[i];
+    return l;
+  };
+  const float eps = 1e-2f;
+  std::mt19937 rng(7);
+  for (int s = 0; s < 4; ++s) {
+    const size_t i = rng() % xh.size();
+    const float keep = xh[i];
+    xh[i] = keep + eps;
+    ASSERT_TRUE(be->upload_nchw(xh.data(), x.t).is_ok());
+    const double lp = loss();
+    xh[i] = keep - eps;
+    ASSERT_TRUE(be->upload_nchw(xh.data(), x.t).is_ok());
+    const double lm = loss();
+    xh[i] = keep;
+    EXPECT_NEAR((lp - lm) / (2 * eps), dx2[i], 2e-3 * std::max(1.0, std::abs(double(dx2[i])))) << "dx at " << i;
+  }
+  ASSERT_TRUE(be->upload_nchw(xh.data(), x.t).is_ok());
+  for (int s = 0; s < 4; ++s) {
+    const size_t i = rng() % wcount;
+    const float keep = w[i];
+    w[i] = keep + eps;
+    const double lp = loss();
+    w[i] = keep - eps;
+    const double lm = loss();
+    w[i] = keep;
+    EXPECT_NEAR((lp - lm) / (2 * eps), dw2[i], 2e-3 * std::max(1.0, std::abs(double(dw2[i])))) << "dw at " << i;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, GroupedConvDirectTest,
+    ::testing::Values(Case{"gs4_s1_9x7_n3", 3, 32, 9, 7, 4, 1}, Case{"gs4_s2_9x7_n3", 3, 32, 9, 7, 4, 2},
+                      Case{"gs4_s1_15x15_n1", 1, 48, 15, 15, 4, 1}, Case{"gs4_s2_15x15_n1", 1, 48, 15, 15, 4, 2},
+                      Case{"gs8_s1_9x7_n3", 3, 32, 9, 7, 8, 1}, Case{"gs8_s2_8x10_n3", 3, 32, 8, 10, 8, 2},
+                      Case{"gs8_s1_15x15_n1", 1, 64, 15, 15, 8, 1}, Case{"gs8_s2_15x15_n1", 1, 64, 15, 15, 8, 2},
+                      Case{"gs16_s1_7x7_n3", 3, 32, 7, 7, 16, 1}, Case{"gs16_s2_9x9_n1", 1, 32, 9, 9, 16, 2},
+                      // One-pixel and wide rows: edge taps only, and several register blocks per row.
+                      Case{"gs4_s1_1x1_n1", 1, 16, 1, 1, 4, 1}, Case{"gs8_s2_2x33_n1", 1, 16, 2, 33, 8, 2},
+                      Case{"gs4_s1_3x31_n2", 2, 16, 3, 31, 4, 1}, Case{"gs8_s1_20x4_n1", 1, 16, 20, 4, 8, 1}),
+    [](const ::testing::TestParamInfo<Case>& info) { return info.param.name; });
+
+TEST(GroupedConvDirect, RejectsUnsupportedShapesAndWrongTensors) {
+  ConvDesc d = desc_of(Case{"", 1, 32, 8, 8, 4, 1});
+  EXPECT_TRUE(cpu::grouped_conv_direct_supports(d));
+  ConvDesc bad = d;
+  bad.in_layout = Layout::kNCHW;
+  EXPECT_FALSE(cpu::grouped_conv_direct_supports(bad));
+  bad = d;
+  bad.groups = 16;  // 2 channels per group
+  EXPECT_FALSE(cpu::grouped_conv_direct_supports(bad));
+  bad = d;
+  bad.oc = 64;
+  EXPECT_FALSE(cpu::grouped_conv_direct_supports(bad));
+  bad = d;
+  bad.stride = 3;
+  EXPECT_FALSE(cpu::grouped_conv_direct_supports(bad));
+  EXPECT_FALSE(cpu::make_grouped_conv_direct(bad).is_ok());
+
+  auto be = make_cpu_backend({.threads = 2});
+  auto op = cpu::make_grouped_conv_direct(d);
+  ASSERT_TRUE(op.is_ok());
+  auto x = make_tensor(*be, d.in, Layout::kNCHW);
+  auto y = make_tensor(*be, (*op)->out_dims(), Layout::kNChw16c);
+  std::vector<float> w(32 * 4 * 9);
+  EXPECT_FALSE((*op)->forward(x.t, w.data(), y.t).is_ok());
+}
+
+// make_cpu_conv sends the SE-ResNeXt-50 and small-model narrow-group shapes (4 and 8 channels per
+// group; batch reduced) to the direct op, which runs forward and both backwards without reorders.
+TEST(GroupedConvDirect, MakeConvRoutesNarrowGroupsWithoutReorders) {
+  auto be = make_cpu_backend({.threads = 2});
+  const Case routed[] = {{"r50_stage0", 2, 128, 56, 56, 4, 1}, {"r50_stage1_first", 2, 256, 56, 56, 8, 2},
+                         {"r50_stage1", 2, 256, 28, 28, 8, 1}, {"small_stage0", 4, 32, 28, 28, 4, 1},
+                         {"small_stage1", 4, 64, 28, 28, 8, 2}};
+  for (const Case& p : routed) {
+    const ConvDesc d = desc_of(p);
+    auto op = be->make_conv(d);
+    ASSERT_TRUE(op.is_ok()) << op.status().to_string();
+    auto* info = dynamic_cast<cpu::CpuConv*>(op->get());
+    ASSERT_NE(info, nullptr) << p.name;
+    EXPECT_EQ(info->impl_info().rfind("direct_avx512_grouped", 0), 0u) << p.name << ": " << info->impl_info();
+    auto x = make_tensor(*be, d.in, d.in_layout);
+    auto y = make_tensor(*be, (*op)->out_dims(), (*op)->out_layout());
+    auto dx = make_tensor(*be, d.in, d.in_layout);
+    std::vector<float> w(size_t(p.c) * p.gs * 9, 0.1f), dw(w.size());
+    const int64_t before = be->reorder_count();
+    ASSERT_TRUE((*op)->forward(x.t, w.data(), y.t).is_ok());
+    ASSERT_TRUE((*op)->backward_data(y.t, w.data(), dx.t).is_ok());
+    ASSERT_TRUE((*op)->backward_weights(x.t, y.t, dw.data(), false).is_ok());
+    EXPECT_EQ(be->reorder_count(), before) << p.name;
+  }
+  // 16 channels per group keeps oneDNN's jit kernel (faster there).
+  auto op = be->make_conv(desc_of(Case{"", 2, 128, 7, 7, 16, 1}));
+  ASSERT_TRUE(op.is_ok());
+  auto* info = dynamic_cast<cpu::CpuConv*>(op->get());
+  ASSERT_NE(info, nullptr);
+  EXPECT_EQ(info->impl_info().find("direct_avx512_grouped"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace sx::model
