@@ -3,6 +3,7 @@
 #include "bench/bench_data.h"
 
 #include <cstdio>
+#include <filesystem>
 #include <memory>
 #include <vector>
 
@@ -15,7 +16,12 @@ namespace sx::bench {
 
 Status run_data_bench(const DataBenchOptions& o) {
   using namespace sx::dataplane;
-  SX_CHECK_ARG(!o.dataset.empty(), "--dataset is required");
+  SX_CHECK_ARG(!o.dataset.empty(), "--dataset DIR or --manifest DIR/manifest.json is required");
+  // The spelling is --manifest M: accept the file and read its directory.
+  std::string dataset = o.dataset;
+  if (std::filesystem::path(dataset).filename() == "manifest.json")
+    dataset = std::filesystem::path(dataset).parent_path().string();
+  if (dataset.empty()) dataset = ".";
   SX_CHECK_ARG(o.repeats > 0 && o.batch > 0 && o.image > 0, "--repeats, --batch, --image must be > 0");
   SX_CHECK_ARG(o.layout == "nchw" || o.layout == "nhwc", "--layout must be nchw or nhwc");
   ReaderConfig c;
@@ -39,10 +45,11 @@ Status run_data_bench(const DataBenchOptions& o) {
   } else {
     return Status::invalid_argument("--mode must be train, eval, small_train or small_eval");
   }
-  SX_ASSIGN_OR_RETURN(std::unique_ptr<Reader> reader, Reader::open(o.dataset, c));
+  SX_ASSIGN_OR_RETURN(std::unique_ptr<Reader> reader, Reader::open(dataset, c));
 
   // One untimed epoch warms the page cache and the threads' scratch buffers.
-  std::vector<double> rate, per_cpu_s, cpu_ms, other;
+  std::vector<double> rate, per_cpu_s, cpu_ms, other, wall, self_cpu;
+  int64_t images_per_epoch = 0;
   for (int rep = -1; rep < o.repeats; ++rep) {
     SX_TRY(reader->start_epoch(rep + 1));
     CpuWindow window;
@@ -57,10 +64,13 @@ Status run_data_bench(const DataBenchOptions& o) {
     window.stop();
     if (rep < 0) continue;
     SX_CHECK_ARG(images > 0, "the dataset gives no full batch: lower --batch");
+    images_per_epoch = images;
     rate.push_back(double(images) / window.wall_s());
     per_cpu_s.push_back(double(images) / window.self_cpu_s());
     cpu_ms.push_back(window.self_cpu_s() * 1e3 / double(images));
     other.push_back(window.other_cpu_s());
+    wall.push_back(window.wall_s());
+    self_cpu.push_back(window.self_cpu_s());
   }
   const double med_rate = median(rate), med_per_cpu = median(per_cpu_s), med_cpu_ms = median(cpu_ms);
   if (o.json) {
@@ -70,10 +80,13 @@ Status run_data_bench(const DataBenchOptions& o) {
                         {"reduced_decode", !o.no_reduced_decode},
                         {"images_per_s", med_rate}, {"images_per_cpu_s", med_per_cpu},
                         {"cpu_ms_per_image", med_cpu_ms}, {"other_cpu_s", other},
+                        {"wall_s", wall},           {"self_cpu_s", self_cpu},
+                        {"images_per_epoch", images_per_epoch},
+                        {"dataset", dataset},       {"encoding", reader->manifest().encoding},
                         {"samples_per_epoch", reader->manifest().num_samples}};
     std::printf("%s\n", j.dump().c_str());
   } else {
-    std::printf("sx_bench data: %s %s, %d threads, batch %d, %dx%d %s, reduced decode %s\n", o.dataset.c_str(),
+    std::printf("sx_bench data: %s %s, %d threads, batch %d, %dx%d %s, reduced decode %s\n", dataset.c_str(),
                 o.mode.c_str(), o.threads, o.batch, o.image, o.image, o.layout.c_str(), o.no_reduced_decode ? "off" : "on");
     std::printf("  images/s (wall)        %.1f  (median of %d epochs)\n", med_rate, o.repeats);
     std::printf("  images per CPU-second  %.1f  (= per fully busy thread)\n", med_per_cpu);
@@ -86,7 +99,10 @@ Status run_data_bench(const DataBenchOptions& o) {
 Subcommand add_data_command(CLI::App& parent) {
   auto options = std::make_shared<DataBenchOptions>();
   CLI::App* app = parent.add_subcommand("data", "dataplane reader throughput (decode + augment + batch)");
-  app->add_option("--dataset", options->dataset, "directory made by sx_prep (manifest.json + shards)")->required();
+  CLI::Option* dir = app->add_option("--dataset", options->dataset, "directory made by sx_prep (manifest.json + shards)");
+  CLI::Option* manifest = app->add_option("--manifest", options->dataset, "that directory's manifest.json (or the directory)");
+  dir->excludes(manifest);
+  manifest->excludes(dir);
   app->add_option("--mode", options->mode, "train | eval | small_train | small_eval")->capture_default_str();
   app->add_option("--threads", options->threads, "reader threads")->capture_default_str();
   app->add_option("--batch", options->batch, "per-rank batch")->capture_default_str();

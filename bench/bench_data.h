@@ -16,7 +16,7 @@
 namespace sx::bench {
 
 struct DataBenchOptions {
-  std::string dataset;         // directory with manifest.json
+  std::string dataset;         // directory with manifest.json (--dataset), or the manifest.json itself (--manifest)
   std::string mode = "train";  // train | eval | small_train | small_eval
   int threads = 1;             // reader threads
   int batch = 32;              // per-rank batch

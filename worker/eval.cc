@@ -1,0 +1,62 @@
+#include "worker/eval.h"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+namespace sx::worker {
+
+void score_row(const float* z, int k, int label, EvalResult* out) {
+  const float zl = z[label];
+  int rank = 0;
+  float zmax = z[0];
+  for (int c = 0; c < k; ++c) {
+    rank += (z[c] > zl) || (z[c] == zl && c < label);
+    zmax = std::max(zmax, z[c]);
+  }
+  double sum = 0;
+  for (int c = 0; c < k; ++c) sum += std::exp(double(z[c]) - double(zmax));
+  out->samples += 1;
+  out->top1 += rank == 0;
+  out->top5 += rank < 5;
+  out->loss_sum += std::log(sum) - (double(zl) - double(zmax));
+}
+
+StatusOr<EvalResult> evaluate(model::Network& net, dataplane::Reader& reader, MpiEnv& env) {
+  const int k = net.spec().num_classes;
+  SX_TRY(reader.start_epoch(0, 0));
+  EvalResult local;
+  std::vector<float> logits;
+  std::vector<int32_t> labels;
+  while (true) {
+    SX_ASSIGN_OR_RETURN(const dataplane::Batch* batch, reader.next_batch());
+    if (batch == nullptr) break;
+    SX_TRY(net.set_input(batch->images.data()));
+    SX_TRY(net.forward(false));
+    logits.resize(size_t(batch->n) * k);
+    SX_TRY(net.backend().copy_to_host(logits.data(), net.logits(), logits.size() * sizeof(float)));
+    for (int i = 0; i < batch->valid; ++i) {
+      const int label = batch->labels[size_t(i)];
+      if (label < 0 || label >= k)
+        return Status::data_loss("val sample " + std::to_string(batch->indices[size_t(i)]) + " has label " +
+                                 std::to_string(label) + " outside [0, " + std::to_string(k) + ")");
+      score_row(logits.data() + size_t(i) * k, k, label, &local);
+    }
+  }
+  // One allreduce of the counts (int64, exact) and one of the loss.
+  int64_t counts[3] = {local.samples, local.top1, local.top5};
+  double loss = local.loss_sum;
+  SX_TRY(env.allreduce_sum(std::span<int64_t>(counts, 3)));
+  SX_TRY(env.allreduce_sum(std::span<double>(&loss, 1)));
+  EvalResult total;
+  total.samples = counts[0];
+  total.top1 = counts[1];
+  total.top5 = counts[2];
+  total.loss_sum = loss;
+  if (total.samples != reader.manifest().num_samples)
+    return Status::internal("eval counted " + std::to_string(total.samples) + " samples of " +
+                            std::to_string(reader.manifest().num_samples));
+  return total;
+}
+
+}  // namespace sx::worker

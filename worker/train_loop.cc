@@ -1,0 +1,423 @@
+// The training / eval job behind sx_worker (see train.h for one step's anatomy).
+// defines (file-local): Trainer. Uses: model (Network, LrSchedule), dataplane (Reader), storage
+// (checkpoints, async writer), worker (Communicator, MpiEnv, metrics, eval, mixup, plot).
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <optional>
+
+#include <nlohmann/json.hpp>
+
+#include "dataplane/reader.h"
+#include "model/lr_schedule.h"
+#include "model/network.h"
+#include "storage/async_writer.h"
+#include "storage/checkpoint.h"
+#include "worker/communicator.h"
+#include "worker/eval.h"
+#include "worker/metrics.h"
+#include "worker/plot.h"
+#include "worker/train.h"
+#include "worker/train_mixup.h"
+#include "worker/train_model.h"
+
+namespace sx::worker {
+namespace {
+
+double now_s() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+class Trainer {
+ public:
+  Trainer(const JobConfig& config, MpiEnv& env) : c_(config), env_(env) {}
+  Status setup();
+  Status train();
+  Status eval_only();
+
+ private:
+  Status open_reader(const std::string& dir, bool train, std::unique_ptr<dataplane::Reader>* out);
+  Status load_start_state();
+  Status average_bn_stats();
+  Status save_checkpoint();
+  Status run_eval(int64_t epoch, std::optional<EvalResult>* out);
+  Status micro_step(int micro, bool last, double* loss);
+  void say(const std::string& text) {
+    if (env_.is_root()) progress_->message(text);
+  }
+
+  const JobConfig c_;
+  MpiEnv& env_;
+  ResolvedJob job_;
+  dataplane::Manifest train_manifest_;
+  std::unique_ptr<model::Backend> backend_;
+  std::unique_ptr<model::Network> net_;
+  std::unique_ptr<Communicator> comm_;
+  std::unique_ptr<dataplane::Reader> train_reader_, val_reader_;
+  std::optional<model::LrSchedule> schedule_;
+  std::vector<model::SgdSegment> segments_;
+  std::unique_ptr<storage::AsyncCheckpointWriter> writer_;
+  MetricsLog metrics_;
+  std::unique_ptr<ProgressLine> progress_;
+  std::vector<float> images_, soft_targets_;
+  std::vector<float> accum_;  // (params) gradient sum of the step's earlier micro-batches
+  std::vector<int32_t> labels_;
+
+  // Position: `step` optimizer steps done; the reader is in `epoch` at `step_in_epoch`.
+  int64_t step_ = 0, epoch_ = 0, step_in_epoch_ = 0;
+  int64_t last_saved_step_ = -1;
+};
+
+Status Trainer::open_reader(const std::string& dir, bool train, std::unique_ptr<dataplane::Reader>* out) {
+  dataplane::ReaderConfig rc;
+  rc.seed = c_.seed;
+  rc.rank = env_.rank();
+  rc.world_size = env_.world_size();
+  rc.batch_size = job_.per_rank;
+  rc.shuffle = train;
+  rc.drop_last = train;
+  rc.num_threads = c_.data.threads;
+  rc.prefetch_depth = c_.data.prefetch;
+  rc.layout = dataplane::ImageLayout::kNCHW;
+  rc.transform = data_transform(c_, job_, job_.spec.in_channels, train);
+  SX_ASSIGN_OR_RETURN(*out, dataplane::Reader::open(dir, rc));
+  const dataplane::Manifest& m = (*out)->manifest();
+  if (m.channels != job_.spec.in_channels || m.num_classes > job_.spec.num_classes)
+    return Status::invalid_argument(dir + ": " + std::to_string(m.channels) + " channels and " +
+                                    std::to_string(m.num_classes) + " classes, but the model takes " +
+                                    std::to_string(job_.spec.in_channels) + " channels and has " +
+                                    std::to_string(job_.spec.num_classes) + " classes");
+  return Status::ok();
+}
+
+Status Trainer::setup() {
+  progress_ = std::make_unique<ProgressLine>(c_.log.progress, env_.is_root());
+  const bool training = c_.mode == "train";
+  SX_ASSIGN_OR_RETURN(train_manifest_, dataplane::load_manifest(training ? c_.data.train : c_.data.val));
+  SX_ASSIGN_OR_RETURN(job_, resolve_job(c_, train_manifest_, env_.world_size(), env_.local_size()));
+
+  backend_ = model::make_cpu_backend({.threads = job_.threads});
+  model::NetworkOptions no;
+  no.batch = job_.per_rank;
+  no.image_h = no.image_w = job_.image_size;
+  no.seed = c_.seed;
+  no.bn_momentum = float(c_.model.bn_momentum);
+  no.bn_eps = float(c_.model.bn_eps);
+  SX_ASSIGN_OR_RETURN(net_, model::Network::build(*backend_, job_.spec, no));
+  if (net_->backend().is_device())
+    return Status::unimplemented("sx_worker: device backends need host staging of checkpoints (not written yet)");
+
+  if (training) {
+    SX_TRY(open_reader(c_.data.train, true, &train_reader_));
+    std::vector<int64_t> boundaries;
+    for (const model::ParamInfo& p : net_->params()) boundaries.push_back(p.offset + p.count);
+    CommOptions co;
+    SX_ASSIGN_OR_RETURN(co.algorithm, parse_comm_algorithm(c_.comm.algorithm));
+    co.bucket_bytes = std::max<int64_t>(4, int64_t(c_.comm.bucket_mb * 1048576.0));
+    co.overlap = c_.comm.overlap;
+    co.ranks_per_node = c_.comm.ranks_per_node;
+    SX_ASSIGN_OR_RETURN(comm_, Communicator::create(env_, std::span<float>(net_->grads_data(), net_->param_count()),
+                                                    co, boundaries));
+    model::LrScheduleConfig s;
+    s.name = c_.schedule.name;
+    s.base_lr = c_.optimizer.lr;
+    s.steps_per_epoch = job_.steps_per_epoch;
+    s.epochs = c_.epochs > 0 ? c_.epochs : double(job_.total_steps) / double(job_.steps_per_epoch);
+    s.boundary_epochs = c_.schedule.boundaries;
+    s.values = c_.schedule.values;
+    s.step_epochs = c_.schedule.step_epochs;
+    s.gamma = c_.schedule.gamma;
+    s.min_lr = c_.schedule.min_lr;
+    s.power = c_.schedule.power;
+    if (c_.schedule.warmup_epochs >= 0) s.warmup_epochs = c_.schedule.warmup_epochs;
+    s.warmup_start_lr = c_.schedule.warmup_start_lr;
+    s.scale_by_batch = c_.schedule.scale_by_batch;
+    s.global_batch = job_.global_batch;
+    SX_ASSIGN_OR_RETURN(auto schedule, model::LrSchedule::make(s));
+    schedule_.emplace(std::move(schedule));
+    segments_ = net_->sgd_segments(float(c_.optimizer.weight_decay), float(c_.optimizer.bn_bias_decay));
+  }
+  if (!c_.data.val.empty()) SX_TRY(open_reader(c_.data.val, false, &val_reader_));
+
+  if (env_.is_root()) {
+    std::error_code ec;
+    std::filesystem::create_directories(c_.run_dir, ec);
+    if (ec) return Status::unavailable(c_.run_dir + ": cannot create the run directory: " + ec.message());
+    SX_ASSIGN_OR_RETURN(metrics_, MetricsLog::open(c_.run_dir + "/metrics.jsonl"));
+    std::ofstream(c_.run_dir + "/config.yaml") << job_config_to_yaml(c_);
+    if (training && c_.checkpoint.async)
+      writer_ = std::make_unique<storage::AsyncCheckpointWriter>(c_.checkpoint_dir(),
+                                                                 storage::SaveOptions{.keep_last = c_.checkpoint.keep});
+  }
+  say("sx_worker: " + std::to_string(env_.world_size()) + " rank(s) on " + std::to_string(env_.node_count()) +
+      " node(s), " + std::to_string(job_.threads) + " thread(s)/rank; model " + job_.spec.name + " (" +
+      std::to_string(net_->param_count()) + " params, " + std::to_string(job_.spec.num_classes) + " classes, " +
+      std::to_string(job_.image_size) + " px); batch " + std::to_string(job_.per_rank) + "/rank x " +
+      std::to_string(env_.world_size()) + " x " + std::to_string(job_.accumulate) + " accum = " +
+      std::to_string(job_.global_batch) +
+      (training ? "; " + std::to_string(job_.steps_per_epoch) + " steps/epoch, " + std::to_string(job_.total_steps) +
+                      " steps; allreduce " + comm_algorithm_name(comm_->algorithm()) + ", " + comm_->plan().describe()
+                : std::string()));
+  return Status::ok();
+}
+
+Status Trainer::load_start_state() {
+  auto slots = checkpoint_slots(*net_, /*with_momentum=*/true);
+  std::optional<storage::LoadResult> loaded;
+  if (c_.resume != "none") {
+    auto r = c_.resume == "auto" ? storage::load_latest(c_.checkpoint_dir(), slots)
+                                 : storage::load_checkpoint(c_.resume, slots);
+    if (r.is_ok()) {
+      loaded = std::move(r).value();
+    } else if (c_.resume == "auto" && r.status().code() == StatusCode::kNotFound) {
+      say("resume=auto: no checkpoint in " + c_.checkpoint_dir() + ", starting fresh");
+    } else {
+      return r.status().with_context("resume=" + c_.resume);
+    }
+  }
+  if (loaded) {
+    for (const std::string& w : loaded->warnings) say("warning: " + w);
+    const storage::CheckpointMeta& m = loaded->meta;
+    if (m.global_batch != job_.global_batch)
+      say("warning: the checkpoint was written with global batch " + std::to_string(m.global_batch) + ", now " +
+          std::to_string(job_.global_batch) + " (the sample position is kept, the step grid changes)");
+    step_ = m.step;
+    epoch_ = m.data_epoch;
+    step_in_epoch_ = m.data_offset / job_.global_batch;
+    if (step_in_epoch_ >= job_.steps_per_epoch) {
+      ++epoch_;
+      step_in_epoch_ = 0;
+    }
+    last_saved_step_ = step_;
+    say("resumed from " + loaded->path + " at step " + std::to_string(step_) + " (epoch " + std::to_string(epoch_) +
+        ", sample " + std::to_string(step_in_epoch_ * job_.global_batch) + ")");
+    return Status::ok();  // every rank loaded the same file: nothing to broadcast
+  }
+  if (!c_.pretrained.empty()) {
+    auto r = storage::load_checkpoint(c_.pretrained, checkpoint_slots(*net_, false), {.skip_mismatched = true});
+    if (!r.is_ok()) return r.status().with_context("pretrained=" + c_.pretrained);
+    for (const std::string& s : r->skipped) say("pretrained: kept the fresh initialisation of " + s);
+    say("pretrained: loaded " + r->path);
+  }
+  // Same start on every rank: rank 0's parameters and BN statistics.
+  SX_TRY(env_.bcast(std::span<float>(net_->params_data(), net_->param_count())));
+  SX_TRY(env_.bcast(std::span<float>(net_->bn_stats_data(), net_->bn_stats_count())));
+  return Status::ok();
+}
+
+Status Trainer::average_bn_stats() {
+  if (env_.world_size() == 1) return Status::ok();
+  return comm_ ? comm_->allreduce_mean(std::span<float>(net_->bn_stats_data(), net_->bn_stats_count()))
+               : Status::ok();
+}
+
+Status Trainer::save_checkpoint() {
+  if (step_ == last_saved_step_) return Status::ok();
+  last_saved_step_ = step_;
+  SX_TRY(average_bn_stats());
+  if (!env_.is_root()) return Status::ok();
+  storage::CheckpointState state;
+  state.meta.step = step_;
+  state.meta.epoch = epoch_;
+  state.meta.samples_seen = step_ * job_.global_batch;
+  state.meta.world_size = env_.world_size();
+  state.meta.global_batch = job_.global_batch;
+  state.meta.config_text = job_config_to_yaml(c_);
+  state.meta.model_preset = c_.model.preset;
+  state.meta.rng_seed = int64_t(c_.seed);
+  state.meta.data_epoch = epoch_;
+  state.meta.data_offset = step_in_epoch_ * job_.global_batch;
+  state.meta.extra_json = nlohmann::json{{"num_classes", job_.spec.num_classes},
+                                         {"in_channels", job_.spec.in_channels},
+                                         {"image_size", job_.image_size},
+                                         {"class_names", train_manifest_.class_names}}
+                              .dump();
+  state.tensors = checkpoint_refs(*net_, true);
+  if (writer_) return writer_->submit(state).with_context("previous checkpoint write");
+  return storage::save_checkpoint(c_.checkpoint_dir(), state, {.keep_last = c_.checkpoint.keep});
+}
+
+Status Trainer::run_eval(int64_t epoch, std::optional<EvalResult>* out) {
+  if (!val_reader_) return Status::ok();
+  SX_TRY(average_bn_stats());
+  const double t0 = now_s();
+  SX_ASSIGN_OR_RETURN(EvalResult r, evaluate(*net_, *val_reader_, env_));
+  *out = r;
+  char line[160];
+  std::snprintf(line, sizeof line, "eval  epoch %lld  top-1 %.2f%%  top-5 %.2f%%  loss %.4f  (%lld samples, %.1fs)",
+                static_cast<long long>(epoch), r.top1_pct(), r.top5_pct(), r.loss(),
+                static_cast<long long>(r.samples), now_s() - t0);
+  say(line);
+  return metrics_.write({{"kind", "eval"}, {"step", step_}, {"epoch", epoch}, {"top1", r.top1_pct()},
+                         {"top5", r.top5_pct()}, {"loss", r.loss()}, {"samples", r.samples}, {"time_s", now_s() - t0}});
+}
+
+// One micro-batch: read, (mixup), forward, loss, backward; the last one feeds the Communicator.
+Status Trainer::micro_step(int micro, bool last, double* loss) {
+  SX_ASSIGN_OR_RETURN(const dataplane::Batch* b, train_reader_->next_batch());
+  if (b == nullptr) return Status::internal("the training reader ran out of batches mid-epoch");
+  const int k = job_.spec.num_classes;
+  const float* soft = nullptr;
+  const float* images = b->images.data();
+  if (c_.optimizer.mixup_alpha > 0) {
+    images_.assign(b->images.begin(), b->images.end());
+    const float lam = mixup_lambda(c_.seed, step_, micro, env_.rank(), c_.optimizer.mixup_alpha);
+    mixup_batch(images_.data(), b->image_floats(), b->labels.data(), b->n, k, lam,
+                float(c_.optimizer.label_smoothing), &soft_targets_);
+    images = images_.data();
+    soft = soft_targets_.data();
+  }
+  SX_TRY(net_->set_input(images));
+  SX_TRY(net_->set_labels(b->labels.data()));
+  SX_TRY(net_->forward(true));
+  SX_ASSIGN_OR_RETURN(model::StepResult r, net_->loss(float(c_.optimizer.label_smoothing), soft));
+  if (c_.numerics.check_finite && !std::isfinite(r.loss))
+    return Status::data_loss("loss is " + std::to_string(r.loss) + " at step " + std::to_string(step_) +
+                             "; HINT: lower optimizer.lr or lengthen schedule.warmup_epochs");
+  *loss += r.loss;
+  // Accumulation sums micro-batch gradients on the host in the order an allreduce of that many
+  // ranks would (acc = g0, acc += g1, ...), so np=1 with A=2 is bitwise np=2 with A=1.
+  float* grads = net_->grads_data();
+  const int64_t count = net_->param_count();
+  if (!last) {
+    SX_TRY(net_->backward(false));
+    if (micro == 0) accum_.assign(grads, grads + count);
+    else
+      for (int64_t i = 0; i < count; ++i) accum_[size_t(i)] += grads[i];
+    return Status::ok();
+  }
+  Communicator* comm = comm_.get();
+  int64_t merged = 0;
+  const float* acc = micro > 0 ? accum_.data() : nullptr;
+  return net_->backward(false, [&](int64_t end) {
+    if (acc)
+      for (int64_t i = merged; i < end; ++i) grads[i] += acc[i];
+    merged = std::max(merged, end);
+    comm->on_grads_ready(end);
+  });
+}
+
+Status Trainer::train() {
+  SX_TRY(load_start_state());
+  const int64_t spe = job_.steps_per_epoch;
+  const int a = job_.accumulate;
+  const int64_t first_step = step_;
+  double t_start = now_s(), t_log = t_start, sec_per_step = 0;
+  double log_loss = 0, epoch_loss = 0;
+  int64_t log_steps = 0, epoch_steps = 0;
+  bool reader_positioned = false;
+
+  while (step_ < job_.total_steps) {
+    if (!reader_positioned) {
+      SX_TRY(train_reader_->start_epoch(epoch_, step_in_epoch_ * job_.global_batch));
+      reader_positioned = true;
+    }
+    const double lr = schedule_->lr_at(step_);
+    double loss = 0;
+    for (int m = 0; m < a; ++m) SX_TRY(micro_step(m, m == a - 1, &loss));
+    SX_TRY(comm_->wait_all());
+    if (a > 1) {  // micro-batch losses are means: their gradients add up to A times the mean
+      const float inv = 1.f / float(a);
+      float* g = net_->grads_data();
+      for (int64_t i = 0; i < net_->param_count(); ++i) g[i] *= inv;
+    }
+    SX_TRY(net_->sgd_step({.lr = float(lr), .momentum = float(c_.optimizer.momentum), .nesterov = c_.optimizer.nesterov},
+                          segments_));
+    ++step_;
+    ++step_in_epoch_;
+    log_loss += loss / a;
+    epoch_loss += loss / a;
+    ++log_steps;
+    ++epoch_steps;
+    const bool epoch_end = step_in_epoch_ == spe;
+    const bool run_end = step_ == job_.total_steps;
+
+    if (step_ % c_.log.every_steps == 0 || epoch_end || run_end) {
+      double sums[2] = {log_loss, double(log_steps)};
+      SX_TRY(env_.allreduce_sum(std::span<double>(sums, 2)));
+      const double t = now_s(), dt = t - t_log;
+      const double img_s = double(log_steps * job_.global_batch) / std::max(dt, 1e-9);
+      const double sps = dt / double(std::max<int64_t>(log_steps, 1));
+      sec_per_step = sec_per_step == 0 ? sps : 0.7 * sec_per_step + 0.3 * sps;
+      const double mean_loss = sums[0] / std::max(sums[1], 1.0);
+      const double epoch_f = double(epoch_) + double(step_in_epoch_) / double(spe);
+      char line[200];
+      std::snprintf(line, sizeof line,
+                    "epoch %.2f/%g  step %lld/%lld  loss %.4f  lr %.4g  %.0f img/s  ETA %s", epoch_f, c_.epochs,
+                    static_cast<long long>(step_), static_cast<long long>(job_.total_steps), mean_loss, lr, img_s,
+                    format_duration(sec_per_step * double(job_.total_steps - step_)).c_str());
+      if (env_.is_root()) progress_->update(line);
+      SX_TRY(metrics_.write({{"kind", "train"}, {"step", step_}, {"epoch", epoch_f}, {"loss", mean_loss}, {"lr", lr},
+                             {"img_s", img_s}, {"time_s", t - t_start}}));
+      log_loss = 0;
+      log_steps = 0;
+      t_log = now_s();
+    }
+
+    const int64_t epochs_done = epoch_ + (epoch_end ? 1 : 0);
+    if (epoch_end || run_end) {
+      double sums[2] = {epoch_loss, double(epoch_steps)};
+      SX_TRY(env_.allreduce_sum(std::span<double>(sums, 2)));
+      std::optional<EvalResult> ev;
+      const bool eval_now = (c_.eval.every_epochs > 0 && epoch_end && epochs_done % c_.eval.every_epochs == 0) ||
+                            (run_end && c_.eval.at_end);
+      if (eval_now) SX_TRY(run_eval(epochs_done, &ev));
+      if (epoch_end) {
+        nlohmann::ordered_json rec = {{"kind", "epoch"}, {"epoch", epochs_done}, {"step", step_},
+                              {"train_loss", sums[0] / std::max(sums[1], 1.0)}, {"time_s", now_s() - t_start}};
+        rec["top1"] = ev ? nlohmann::ordered_json(ev->top1_pct()) : nlohmann::ordered_json(nullptr);
+        rec["top5"] = ev ? nlohmann::ordered_json(ev->top5_pct()) : nlohmann::ordered_json(nullptr);
+        SX_TRY(metrics_.write(rec));
+        if (env_.is_root() && c_.log.plot) {
+          Status st = plot_curves(metrics_.path(), c_.run_dir + "/curves.png");
+          if (!st.is_ok()) say("warning: plot: " + st.message());
+        }
+      }
+      epoch_loss = 0;
+      epoch_steps = 0;
+    }
+    if (epoch_end) {
+      ++epoch_;
+      step_in_epoch_ = 0;
+      reader_positioned = false;
+    }
+    const bool ckpt = (c_.checkpoint.every_steps > 0 && step_ % c_.checkpoint.every_steps == 0) ||
+                      (epoch_end && c_.checkpoint.every_epochs > 0 && epochs_done % c_.checkpoint.every_epochs == 0) ||
+                      run_end;
+    if (ckpt) SX_TRY(save_checkpoint());
+  }
+  if (writer_) SX_TRY(writer_->wait().with_context("checkpoint write"));
+  const double total = now_s() - t_start;
+  say("done: " + std::to_string(step_ - first_step) + " steps in " + format_duration(total) + "; run directory " +
+      c_.run_dir);
+  return Status::ok();
+}
+
+Status Trainer::eval_only() {
+  const std::string path = c_.checkpoint.load.empty() ? c_.checkpoint_dir() : c_.checkpoint.load;
+  auto slots = checkpoint_slots(*net_, true);
+  SX_ASSIGN_OR_RETURN(storage::LoadResult r, storage::load_checkpoint(path, slots));
+  for (const std::string& w : r.warnings) say("warning: " + w);
+  say("evaluating " + r.path + " (step " + std::to_string(r.meta.step) + ") on " + c_.data.val);
+  step_ = r.meta.step;
+  std::optional<EvalResult> ev;
+  SX_TRY(run_eval(r.meta.epoch, &ev));
+  if (env_.is_root() && ev)
+    std::printf("top1 %.4f\ntop5 %.4f\nloss %.6f\nsamples %lld\n", ev->top1_pct(), ev->top5_pct(), ev->loss(),
+                static_cast<long long>(ev->samples));
+  return Status::ok();
+}
+
+}  // namespace
+
+Status run_job(const JobConfig& config, MpiEnv& env) {
+  Trainer trainer(config, env);
+  SX_TRY(trainer.setup());
+  return config.mode == "eval" ? trainer.eval_only() : trainer.train();
+}
+
+}  // namespace sx::worker
