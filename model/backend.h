@@ -60,11 +60,14 @@ struct LinearDesc {
   bool bias = true;
 };
 
-// SGD with momentum, PyTorch semantics: v = m·v + g + wd·w; w -= lr·(nesterov ? g + wd·w + m·v : v).
+// SGD with momentum, PyTorch semantics: v = m·v + g + wd·w; w -= lr·(nesterov ? g + wd·w + m·v : v),
+// where g = grad_scale · (the gradient buffer): the 1/world average of an allreduce that only sums,
+// and 1/A of A accumulated micro-batches, are folded into this pass instead of costing one of their own.
 struct SgdHyper {
   float lr = 0.1f;
   float momentum = 0.9f;
   bool nesterov = false;
+  float grad_scale = 1.f;
 };
 // A contiguous run of the flat buffers that shares a weight decay (BN and biases usually 0).
 struct SgdSegment {

@@ -38,8 +38,9 @@ SX_HOST_DEVICE inline float softmax_ce_grad(float prob, float target, float scal
 // One element of SGD with momentum, PyTorch semantics (dampening 0):
 //   g' = g + wd·w;  v = m·v + g';  w -= lr·(nesterov ? g' + m·v : v).
 // PyTorch's first step sets v = g'; with v starting at 0, m·0 + g' is the same.
-SX_HOST_DEVICE inline void sgd_update(float& w, float g, float& v, float lr, float m, float wd, bool nesterov) {
-  const float gd = g + wd * w;
+SX_HOST_DEVICE inline void sgd_update(float& w, float g, float& v, float lr, float m, float wd, bool nesterov,
+                                      float grad_scale = 1.f) {
+  const float gd = g * grad_scale + wd * w;
   v = m * v + gd;
   w -= lr * (nesterov ? gd + m * v : v);
 }

@@ -545,10 +545,11 @@ TEST_F(CpuKernels, CountTopKOnHandMadeCase) {
 struct SgdRef {
   Vec w, v;
   bool first = true;
-  void step(const Vec& g, const std::vector<SgdSegment>& segs, double lr, double m, bool nesterov) {
+  void step(const Vec& g, const std::vector<SgdSegment>& segs, double lr, double m, bool nesterov,
+            double grad_scale = 1.0) {
     for (const SgdSegment& s : segs) {
       for (int64_t i = s.offset; i < s.offset + s.count; ++i) {
-        const double gd = g[i] + double(s.weight_decay) * w[i];
+        const double gd = grad_scale * g[i] + double(s.weight_decay) * w[i];
         v[i] = first ? gd : m * v[i] + gd;
         w[i] -= lr * (nesterov ? gd + m * v[i] : v[i]);
       }
@@ -576,6 +577,27 @@ TEST_F(CpuKernels, SgdStepMatchesPyTorchRule) {
     expect_near_all(read_array(w.p, size_t(count)), ref.w, 1e-5, "w");
     expect_near_all(read_array(v.p, size_t(count)), ref.v, 1e-5, "v");
   }
+}
+
+// grad_scale folds an allreduce's 1/world (and 1/A of accumulation) into the update: scaling the
+// gradient buffer by 1/6 beforehand and passing grad_scale = 1/6 must agree.
+TEST_F(CpuKernels, SgdStepAppliesGradScale) {
+  const int64_t count = 4099;
+  const std::vector<SgdSegment> segs = {{0, 3000, 5e-4f}, {3000, 1099, 0.f}};
+  const float lr = 0.05f, m = 0.9f, scale = 1.f / 6.f;
+  SgdRef ref{random(size_t(count)), Vec(size_t(count), 0.0)};
+  DevArray w = make_array(ref.w), v = make_array(ref.v), g = make_array(Vec(size_t(count), 0.0));
+  for (int step = 0; step < 3; ++step) {
+    const Vec grad = random(size_t(count));
+    ASSERT_TRUE(backend_->copy_to_device(g.p, std::vector<float>(grad.begin(), grad.end()).data(),
+                                         size_t(count) * sizeof(float)).is_ok());
+    SgdHyper hyper{lr, m, true};
+    hyper.grad_scale = scale;
+    ASSERT_TRUE(backend_->sgd_step(w.p, g.p, v.p, segs, hyper).is_ok());
+    ref.step(grad, segs, lr, m, true, 1.0 / 6.0);
+  }
+  expect_near_all(read_array(w.p, size_t(count)), ref.w, 1e-5, "w");
+  expect_near_all(read_array(v.p, size_t(count)), ref.v, 1e-5, "v");
 }
 
 TEST_F(CpuKernels, SgdStepRejectsOverlappingSegments) {

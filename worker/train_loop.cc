@@ -120,6 +120,7 @@ Status Trainer::setup() {
     co.bucket_bytes = std::max<int64_t>(4, int64_t(c_.comm.bucket_mb * 1048576.0));
     co.overlap = c_.comm.overlap;
     co.ranks_per_node = c_.comm.ranks_per_node;
+    co.average = false;  // the 1/world scale is folded into the SGD pass (SgdHyper::grad_scale)
     SX_ASSIGN_OR_RETURN(comm_, Communicator::create(env_, std::span<float>(net_->grads_data(), net_->param_count()),
                                                     co, boundaries));
     model::LrScheduleConfig s;
@@ -320,12 +321,11 @@ Status Trainer::train() {
     double loss = 0;
     for (int m = 0; m < a; ++m) SX_TRY(micro_step(m, m == a - 1, &loss));
     SX_TRY(comm_->wait_all());
-    if (a > 1) {  // micro-batch losses are means: their gradients add up to A times the mean
-      const float inv = 1.f / float(a);
-      float* g = net_->grads_data();
-      for (int64_t i = 0; i < net_->param_count(); ++i) g[i] *= inv;
-    }
-    SX_TRY(net_->sgd_step({.lr = float(lr), .momentum = float(c_.optimizer.momentum), .nesterov = c_.optimizer.nesterov},
+    // The buffer holds the sum over ranks and micro-batches (each a batch mean): the fused SGD pass
+    // scales it by 1 / (world · A) instead of two passes of their own.
+    const float grad_scale = comm_->grad_scale() / float(a);
+    SX_TRY(net_->sgd_step({.lr = float(lr), .momentum = float(c_.optimizer.momentum), .nesterov = c_.optimizer.nesterov,
+                           .grad_scale = grad_scale},
                           segments_));
     ++step_;
     ++step_in_epoch_;

@@ -246,7 +246,7 @@ void scale_bwd(const LayoutView& dz, const float* s, const float* dmean, const L
 
 template <bool kNesterov>
 void sgd_segments(float* __restrict w, const float* __restrict g, float* __restrict v,
-                  std::span<const SgdSegment> segments, float lr, float m) {
+                  std::span<const SgdSegment> segments, float lr, float m, float gs) {
   int64_t total = 0;
   for (const SgdSegment& seg : segments) total += seg.count;
 #pragma omp parallel if (total >= kParallelMin)
@@ -255,7 +255,7 @@ void sgd_segments(float* __restrict w, const float* __restrict g, float* __restr
     const int64_t end = seg.offset + seg.count;
     // Segments are disjoint: no barrier between them, each thread moves on to its share of the next.
 #pragma omp for schedule(static) nowait
-    for (int64_t i = seg.offset; i < end; ++i) ew::sgd_update(w[i], g[i], v[i], lr, m, wd, kNesterov);
+    for (int64_t i = seg.offset; i < end; ++i) ew::sgd_update(w[i], g[i], v[i], lr, m, wd, kNesterov, gs);
   }
 }
 
@@ -441,9 +441,9 @@ Status CpuBackend::sgd_step(float* params, const float* grads, float* momentum_b
   }
   SX_CHECK_ARG(params != nullptr && grads != nullptr && momentum_buf != nullptr, "sgd_step: null buffer");
   if (hyper.nesterov) {
-    sgd_segments<true>(params, grads, momentum_buf, segments, hyper.lr, hyper.momentum);
+    sgd_segments<true>(params, grads, momentum_buf, segments, hyper.lr, hyper.momentum, hyper.grad_scale);
   } else {
-    sgd_segments<false>(params, grads, momentum_buf, segments, hyper.lr, hyper.momentum);
+    sgd_segments<false>(params, grads, momentum_buf, segments, hyper.lr, hyper.momentum, hyper.grad_scale);
   }
   return Status::ok();
 }
