@@ -2,20 +2,20 @@
 // N batch, C = OC channels, GS channels per group, CB = C/16 channel blocks, H/W input and
 // OH/OW output size, S stride (1 or 2), pad 1.
 //
-// All three passes share one scheme. A task (image n, channel block cb, a few rows) first writes
-// the rows it reads into a per-thread buffer, each pixel expanded to GS permuted vectors (entry
-// j, lane l = channel (l/GS)·GS + j of the pixel) with a zero column each side for the padding.
-// Then every FMA is one buffer vector (a memory operand) times one repacked weight vector:
-//   forward          y[oh, ow]  += P_x[oh·S + kh, ow·S + kw][j]   · wf[kh, kw][j]
-//   backward-data    dx[ih, iw] += P_dy[(ih+1-kh)/S, (iw+1-kw)/S][j] · wb[kh, kw][j]  (divisible taps)
-//   backward-weights dwp[kh, kw][j] += dy[oh, ow] · P_x[oh·S + kh, ow·S + kw][j]
-// forward/backward-data keep up to kMaxOwb output pixels in registers; backward-weights keeps
-// the GS sums of one (kh, kw) in registers across a row. Each output element is written by one
-// task in a fixed order, and backward-weights sums per-(n, cb) partials over n in order, so the
-// results do not depend on the thread count.
+// All three passes share one scheme: rot_r, the lane permute that rotates each group of GS
+// lanes by r (lane l takes channel (l/GS)·GS + (l % GS + r) % GS), lines up input channel
+// (l % GS + r) % GS of lane l's group with lane l, so one FMA with a weight vector packed for
+// rotation r does 16 multiply-adds of the right groups. Each input (dy for backward-data) pixel
+// of a row is loaded once and rotated GS - 1 times in registers (r = 0 is free), and each
+// rotation feeds the 3 kw taps straight into register accumulators; weights come from L1:
+//   forward          y[oh, ow]     += rot_r(x[oh·S - 1 + kh, ow·S - 1 + kw]) · wf[kh, kw, r]
+//   backward-data    dx[ih, iw]    += rot_r(dy[oh, ow]) · wb[kh, kw, r]  (ih = oh·S - 1 + kh, ...)
+//   backward-weights dwp[kh, kw, r] += dy[oh, ow] · rot_r(x[oh·S - 1 + kh, ow·S - 1 + kw])
+// forward/backward-data keep up to kMaxOwb output pixels of a row in registers; backward-weights
+// keeps the 3 kw × 4 rotations of one kh in registers across a row. Each output element is
+// written by one task in a fixed order, and backward-weights sums per-(n, cb) partials over n in
+// order, so the results do not depend on the thread count.
 #include "model/cpu/grouped_conv_direct.h"
-
-#include <omp.h>
 
 #include <algorithm>
 #include <array>
@@ -23,7 +23,6 @@
 #include <cstring>
 #include <string>
 #include <utility>
-#include <vector>
 
 #ifdef __AVX512F__
 #include <immintrin.h>
@@ -48,8 +47,8 @@ bool grouped_conv_direct_supports(const ConvDesc& d) {
 namespace {
 
 constexpr int kLanes = 16;
-constexpr int kMaxOwb = 14;   // output pixels per register block: 14 accumulators + 1 weight
-constexpr int kRowBlock = 8;  // rows of output (dx for backward-data) per task
+constexpr int kMaxOwb = 14;   // output pixels per register block: 14 accumulators
+constexpr int kRowBlock = 8;  // output rows (dx rows for backward-data) per task
 
 // 64-byte aligned float scratch; grows, never shrinks.
 class AlignedBuf {
@@ -70,79 +69,6 @@ class AlignedBuf {
   size_t size_ = 0;
 };
 
-// Lane l selects lane (l/GS)·GS + j: input channel j of lane l's group.
-template <int GS>
-__m512i group_index(int j) {
-  alignas(64) int idx[kLanes];
-  for (int l = 0; l < kLanes; ++l) idx[l] = l / GS * GS + j;
-  return _mm512_load_si512(idx);
-}
-
-// Writes rows [lo, hi] ∩ [0, h) of one image's channel block src (h, w, 16) into buf as
-// (row - lo, w + 2, GS, 16): padded column c holds pixel c - 1 (columns 0 and w + 1 are zero),
-// entry j the pixel permuted by group_index(j). Rows outside the image are not written.
-template <int GS>
-void permute_rows(const float* src, int h, int w, int lo, int hi, float* buf) {
-  __m512i idx[GS];
-  for (int j = 0; j < GS; ++j) idx[j] = group_index<GS>(j);
-  const int64_t row_floats = int64_t(w + 2) * GS * kLanes;
-  for (int r = std::max(lo, 0); r <= std::min(hi, h - 1); ++r) {
-    float* row = buf + (r - lo) * row_floats;
-    std::memset(row, 0, GS * kLanes * sizeof(float));
-    std::memset(row + int64_t(w + 1) * GS * kLanes, 0, GS * kLanes * sizeof(float));
-    const float* s = src + int64_t(r) * w * kLanes;
-    for (int c = 0; c < w; ++c) {
-      const __m512 v = _mm512_loadu_ps(s + c * kLanes);
-      float* d = row + int64_t(c + 1) * GS * kLanes;
-      // maskz form: the plain intrinsic trips GCC 12's -Wmaybe-uninitialized (its undefined vector).
-      for (int j = 0; j < GS; ++j)
-        _mm512_store_ps(d + j * kLanes, _mm512_maskz_permutexvar_ps(__mmask16(0xFFFF), idx[j], v));
-    }
-  }
-}
-
-// One kernel tap for a run of output pixels.
-struct Tap {
-  const float* row;  // a permuted buffer row (padded columns, GS, 16)
-  int col;           // padded column read for output pixel 0 (before col0)
-  const float* w;    // GS weight vectors
-};
-
-// out[i·out_step] = Σ_taps Σ_j row[col0 + i·CS + col][j] · w[j] for i < OWB (overwrites).
-template <int GS, int CS, int OWB>
-void conv_row(const Tap* taps, int ntaps, int col0, float* out, int out_step) {
-  __m512 acc[OWB];
-#pragma GCC unroll 16
-  for (int i = 0; i < OWB; ++i) acc[i] = _mm512_setzero_ps();
-  for (int t = 0; t < ntaps; ++t) {
-    const float* base = taps[t].row + int64_t(col0 + taps[t].col) * GS * kLanes;
-    const float* wt = taps[t].w;
-    for (int j = 0; j < GS; ++j) {
-      const __m512 wv = _mm512_load_ps(wt + j * kLanes);
-#pragma GCC unroll 16
-      for (int i = 0; i < OWB; ++i)
-        acc[i] = _mm512_fmadd_ps(_mm512_load_ps(base + (i * CS * GS + j) * kLanes), wv, acc[i]);
-    }
-  }
-#pragma GCC unroll 16
-  for (int i = 0; i < OWB; ++i) _mm512_storeu_ps(out + int64_t(i) * out_step, acc[i]);
-}
-
-using RowFn = void (*)(const Tap*, int, int, float*, int);
-
-template <int GS, int CS, size_t... I>
-constexpr std::array<RowFn, sizeof...(I)> row_table(std::index_sequence<I...>) {
-  return {{&conv_row<GS, CS, int(I) + 1>...}};
-}
-
-// The conv_row for `count` pixels (1..kMaxOwb) at column stride cs.
-template <int GS>
-RowFn row_fn(int cs, int count) {
-  static constexpr auto t1 = row_table<GS, 1>(std::make_index_sequence<kMaxOwb>());
-  static constexpr auto t2 = row_table<GS, 2>(std::make_index_sequence<kMaxOwb>());
-  return (cs == 1 ? t1 : t2)[count - 1];
-}
-
 // Calls f(start, count) over n pixels split into nearly equal blocks of at most kMaxOwb.
 template <typename F>
 void for_each_block(int n, F f) {
@@ -155,35 +81,179 @@ void for_each_block(int n, F f) {
   }
 }
 
-// part[kw][j] += Σ_ow dy[ow] · row[ow·CS + kw][j]; part is (3, GS, 16), one kh. One kw at a time
-// (all three at once let GCC carry loads across iterations and spill); U interleaved pixel
-// phases give GS·U >= 8 independent sums so the FMA latency is hidden.
-template <int GS, int CS>
-void dw_row(const float* row, const float* dy, int ow_count, int kw, float* part) {
-  constexpr int U = GS == 4 ? 2 : 1;
-  __m512 acc[U][GS];
-  for (int u = 0; u < U; ++u)
-    for (int j = 0; j < GS; ++j) acc[u][j] = _mm512_setzero_ps();
-  int ow = 0;
-  for (; ow + U <= ow_count; ow += U)
-#pragma GCC unroll 2
-    for (int u = 0; u < U; ++u) {
-      const __m512 d = _mm512_loadu_ps(dy + (ow + u) * kLanes);
-      const float* p = row + int64_t((ow + u) * CS + kw) * GS * kLanes;
+// Lane l selects lane (l/GS)·GS + (l % GS + r) % GS: the group rotated by r (r = 0 is the
+// identity, so a pixel needs GS - 1 permutes, not GS).
+template <int GS>
+__m512i rot_index(int r) {
+  alignas(64) int idx[kLanes];
+  for (int l = 0; l < kLanes; ++l) idx[l] = l / GS * GS + (l % GS + r) % GS;
+  return _mm512_load_si512(idx);
+}
+
+// out[o·out_step] = Σ_kh Σ_kw Σ_r rot_r(rows[kh][(start + o)·S - 1 + kw]) · wt[kh, kw, r] for
+// o < OWB, rows[kh] an input row (W, 16) or null (outside the image), wt (3, 3, GS, 16) packed by
+// rotation. Each input pixel is loaded once per row and rotated in registers; its 3 kw taps go
+// to the accumulators of the output pixels that read it (no expanded buffer, weights from L1).
+template <int GS, int S, int OWB>
+void conv_row_rot(const float* const* rows, int w, int start, const float* wt, float* out, int out_step) {
+  __m512i idx[GS];
+  for (int r = 0; r < GS; ++r) idx[r] = rot_index<GS>(r);
+  __m512 acc[OWB];
 #pragma GCC unroll 16
-      for (int j = 0; j < GS; ++j) acc[u][j] = _mm512_fmadd_ps(d, _mm512_load_ps(p + j * kLanes), acc[u][j]);
+  for (int o = 0; o < OWB; ++o) acc[o] = _mm512_setzero_ps();
+  constexpr int M = (OWB - 1) * S + 3;  // input pixels the block reads
+  const int ic0 = start * S - 1;
+  for (int kh = 0; kh < 3; ++kh) {
+    const float* row = rows[kh];
+    if (row == nullptr) continue;
+    const float* wk = wt + kh * 3 * GS * kLanes;
+#pragma GCC unroll 64
+    for (int m = 0; m < M; ++m) {
+      const int ic = ic0 + m;
+      if (ic < 0 || ic >= w) continue;
+      const __m512 v = _mm512_loadu_ps(row + int64_t(ic) * kLanes);
+#pragma GCC unroll 16
+      for (int r = 0; r < GS; ++r) {
+        const __m512 p = r == 0 ? v : _mm512_maskz_permutexvar_ps(__mmask16(0xFFFF), idx[r], v);
+#pragma GCC unroll 3
+        for (int kw = 0; kw < 3; ++kw) {
+          const int d = m - kw;
+          if (d < 0 || d % S != 0 || d / S >= OWB) continue;
+          acc[d / S] = _mm512_fmadd_ps(p, _mm512_load_ps(wk + (kw * GS + r) * kLanes), acc[d / S]);
+        }
+      }
     }
-  for (; ow < ow_count; ++ow) {
-    const __m512 d = _mm512_loadu_ps(dy + ow * kLanes);
-    const float* p = row + int64_t(ow * CS + kw) * GS * kLanes;
-    for (int j = 0; j < GS; ++j) acc[0][j] = _mm512_fmadd_ps(d, _mm512_load_ps(p + j * kLanes), acc[0][j]);
   }
-  for (int j = 0; j < GS; ++j) {
-    __m512 sum = acc[0][j];
-    for (int u = 1; u < U; ++u) sum = _mm512_add_ps(sum, acc[u][j]);
-    float* q = part + (kw * GS + j) * kLanes;
-    _mm512_store_ps(q, _mm512_add_ps(_mm512_load_ps(q), sum));
+#pragma GCC unroll 16
+  for (int o = 0; o < OWB; ++o) _mm512_storeu_ps(out + int64_t(o) * out_step, acc[o]);
+}
+
+using RotFn = void (*)(const float* const*, int, int, const float*, float*, int);
+
+template <int GS, int S, size_t... I>
+constexpr std::array<RotFn, sizeof...(I)> rot_table(std::index_sequence<I...>) {
+  return {{&conv_row_rot<GS, S, int(I) + 1>...}};
+}
+
+template <int GS>
+RotFn rot_fn(int s, int count) {
+  static constexpr auto t1 = rot_table<GS, 1>(std::make_index_sequence<kMaxOwb>());
+  static constexpr auto t2 = rot_table<GS, 2>(std::make_index_sequence<kMaxOwb>());
+  return (s == 1 ? t1 : t2)[count - 1];
+}
+
+// Stride-2 backward-data: dx[iw0 + o] (o < OWB) = Σ over dy rows[kh] (null: none) and dy pixels
+// ow with iw0 + o = 2·ow - 1 + kw of rot_r(dy[ow]) · wt[8 - (kh·3 + kw), r], wt packed by
+// pack_weights_rot(flip). P = (iw0 + 1) % 2 fixes which block pixels each dy pixel reaches, so
+// the accumulator indices are compile-time. Each dy pixel is loaded and rotated once per row.
+template <int GS, int P, int OWB>
+void conv_row_scatter2(const float* const* rows, int ow_n, int iw0, const float* wt, float* out, int out_step) {
+  __m512i idx[GS];
+  for (int r = 0; r < GS; ++r) idx[r] = rot_index<GS>(r);
+  __m512 acc[OWB];
+#pragma GCC unroll 16
+  for (int o = 0; o < OWB; ++o) acc[o] = _mm512_setzero_ps();
+  const int ow0 = (iw0 + 1 - P) / 2;  // o = 2·(ow - ow0) + kw - P
+  for (int kh = 0; kh < 3; ++kh) {
+    const float* row = rows[kh];
+    if (row == nullptr) continue;
+    const float* wk = wt + (2 - kh) * 3 * GS * kLanes;
+#pragma GCC unroll 16
+    for (int m = -1; m <= (OWB + 1) / 2; ++m) {
+      const int ow = ow0 + m;
+      if (ow < 0 || ow >= ow_n) continue;
+      const __m512 v = _mm512_loadu_ps(row + int64_t(ow) * kLanes);
+#pragma GCC unroll 16
+      for (int r = 0; r < GS; ++r) {
+        const __m512 p = r == 0 ? v : _mm512_maskz_permutexvar_ps(__mmask16(0xFFFF), idx[r], v);
+#pragma GCC unroll 3
+        for (int kw = 0; kw < 3; ++kw) {
+          const int o = 2 * m + kw - P;
+          if (o < 0 || o >= OWB) continue;
+          acc[o] = _mm512_fmadd_ps(p, _mm512_load_ps(wk + ((2 - kw) * GS + r) * kLanes), acc[o]);
+        }
+      }
+    }
   }
+#pragma GCC unroll 16
+  for (int o = 0; o < OWB; ++o) _mm512_storeu_ps(out + int64_t(o) * out_step, acc[o]);
+}
+
+template <int GS, int P, size_t... I>
+constexpr std::array<RotFn, sizeof...(I)> scatter_table(std::index_sequence<I...>) {
+  return {{&conv_row_scatter2<GS, P, int(I) + 1>...}};
+}
+
+template <int GS>
+RotFn scatter_fn(int p, int count) {
+  static constexpr auto t0 = scatter_table<GS, 0>(std::make_index_sequence<kMaxOwb>());
+  static constexpr auto t1 = scatter_table<GS, 1>(std::make_index_sequence<kMaxOwb>());
+  return (p == 0 ? t0 : t1)[count - 1];
+}
+
+// Rotations [R0, R0 + 4) of one input pixel v into acc[kw][r - R0] += rot_r(v) · dy[kw] for the
+// taps Kk that hit an output pixel (dy[kw] is that pixel's dy vector).
+template <int GS, int R0, bool K0, bool K1, bool K2>
+__attribute__((always_inline)) inline void dw_pixel(const __m512i* idx, __m512 v, const float* const* dyp,
+                                                    __m512 (&acc)[3][4]) {
+#pragma GCC unroll 4
+  for (int r = 0; r < 4; ++r) {
+    const __m512 p = R0 + r == 0 ? v : _mm512_maskz_permutexvar_ps(__mmask16(0xFFFF), idx[r], v);
+    if (K0) acc[0][r] = _mm512_fmadd_ps(p, _mm512_loadu_ps(dyp[0]), acc[0][r]);
+    if (K1) acc[1][r] = _mm512_fmadd_ps(p, _mm512_loadu_ps(dyp[1]), acc[1][r]);
+    if (K2) acc[2][r] = _mm512_fmadd_ps(p, _mm512_loadu_ps(dyp[2]), acc[2][r]);
+  }
+}
+
+// part[kw][r] += Σ_ow dy[ow] · rot_r(xrow[ow·S - 1 + kw]) for r in [R0, R0 + 4); part (3, GS, 16)
+// is one kh. Walks the input pixels so each is loaded once and rotated in registers; 12
+// independent sums hide the FMA latency.
+template <int GS, int S, int R0>
+void dw_row_rot(const float* xrow, const float* dy, int w, int ow_n, float* part) {
+  __m512i idx[4];
+  for (int r = 0; r < 4; ++r) idx[r] = rot_index<GS>(R0 + r);
+  __m512 acc[3][4];
+  for (int k = 0; k < 3; ++k)
+    for (int r = 0; r < 4; ++r) acc[k][r] = _mm512_setzero_ps();
+  auto x = [&](int ic) { return _mm512_loadu_ps(xrow + int64_t(ic) * kLanes); };
+  auto d = [&](int ow) { return dy + int64_t(ow) * kLanes; };  // may point outside: only used when valid
+  if constexpr (S == 1) {  // pixel ic feeds ow = ic + 1 - kw
+    if (w == 1) {
+      const float* p[3] = {nullptr, d(0), nullptr};
+      dw_pixel<GS, R0, false, true, false>(idx, x(0), p, acc);
+    } else {
+      const float* p0[3] = {d(1), d(0), nullptr};
+      dw_pixel<GS, R0, true, true, false>(idx, x(0), p0, acc);
+      for (int ic = 1; ic < w - 1; ++ic) {
+        const float* p[3] = {d(ic + 1), d(ic), d(ic - 1)};
+        dw_pixel<GS, R0, true, true, true>(idx, x(ic), p, acc);
+      }
+      const float* pl[3] = {nullptr, d(w - 1), d(w - 2)};
+      dw_pixel<GS, R0, false, true, true>(idx, x(w - 1), pl, acc);
+    }
+  } else {  // even ic = 2k feeds ow = k (kw 1); odd ic = 2k + 1 feeds ow = k + 1 (kw 0), k (kw 2)
+    for (int k = 0; k < ow_n; ++k) {
+      const float* pe[3] = {nullptr, d(k), nullptr};
+      dw_pixel<GS, R0, false, true, false>(idx, x(2 * k), pe, acc);
+      if (2 * k + 1 >= w) break;
+      const float* po[3] = {d(k + 1), nullptr, d(k)};
+      if (k + 1 < ow_n)
+        dw_pixel<GS, R0, true, false, true>(idx, x(2 * k + 1), po, acc);
+      else
+        dw_pixel<GS, R0, false, false, true>(idx, x(2 * k + 1), po, acc);
+    }
+  }
+  for (int k = 0; k < 3; ++k)
+    for (int r = 0; r < 4; ++r) {
+      float* q = part + (k * GS + R0 + r) * kLanes;
+      _mm512_store_ps(q, _mm512_add_ps(_mm512_load_ps(q), acc[k][r]));
+    }
+}
+
+template <int GS, int S, int... R0>
+void dw_row_rot_all(const float* xrow, const float* dy, int w, int ow_n, float* part,
+                    std::integer_sequence<int, R0...>) {
+  (dw_row_rot<GS, S, R0 * 4>(xrow, dy, w, ow_n, part), ...);
 }
 
 template <int GS>
@@ -201,38 +271,27 @@ class GroupedConvDirect final : public CpuConv {
     SX_TRY(check(x, d_.in, "grouped conv forward x"));
     SX_TRY(check(y, out_, "grouped conv forward y"));
     SX_CHECK_ARG(w != nullptr, "grouped conv forward: null weights");
-    const float* wf = pack_weights(w, /*for_data=*/false);
+    const float* wf = pack_weights_rot(w, /*flip=*/false);
     const int nrb = (oh_ + kRowBlock - 1) / kRowBlock;
-    const int64_t tasks = int64_t(d_.in.n) * cb_ * nrb;
-    const int64_t row_floats = int64_t(w_ + 2) * GS * kLanes;
-    const size_t buf_floats = size_t(kRowBlock * s_ + 2) * row_floats;
-    prepare_scratch();
-#pragma omp parallel for schedule(static)
-    for (int64_t task = 0; task < tasks; ++task) {
-      const int64_t ncb = task / nrb;  // n·CB + cb
-      const int cb = int(ncb % cb_), r0 = int(task % nrb) * kRowBlock, r1 = std::min(oh_, r0 + kRowBlock);
-      const float* src = x.data + ncb * h_ * w_ * kLanes;  // (H, W, 16)
-      float* dst = y.data + ncb * oh_ * ow_ * kLanes;      // (OH, OW, 16)
-      const int lo = r0 * s_ - 1;
-      float* buf = scratch_[omp_get_thread_num()].get(buf_floats);
-      permute_rows<GS>(src, h_, w_, lo, (r1 - 1) * s_ + 1, buf);
-      // Column strips outside, rows inside: the 3 buffer rows a strip reads stay in L1 (whole
-      // rows do not: 3 · 14.8 KB at 56 pixels, GS = 4, and the FMAs slow ~5x from L2).
-      for_each_block(ow_, [&](int start, int count) {
-        const RowFn fn = row_fn<GS>(s_, count);
-        for (int oh = r0; oh < r1; ++oh) {
-          Tap taps[9];
-          int nt = 0;
+    const int64_t tasks = int64_t(d_.in.n) * cb_;
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int64_t ncb = 0; ncb < tasks; ++ncb)  // n·CB + cb
+      for (int rb = 0; rb < nrb; ++rb) {
+        const int cb = int(ncb % cb_);
+        const float* src = x.data + ncb * h_ * w_ * kLanes;  // (H, W, 16)
+        float* dst = y.data + ncb * oh_ * ow_ * kLanes;      // (OH, OW, 16)
+        const float* wt = wf + int64_t(cb) * 9 * GS * kLanes;
+        for (int oh = rb * kRowBlock; oh < std::min(oh_, (rb + 1) * kRowBlock); ++oh) {
+          const float* rows[3];
           for (int kh = 0; kh < 3; ++kh) {
             const int ih = oh * s_ - 1 + kh;
-            if (ih < 0 || ih >= h_) continue;
-            for (int kw = 0; kw < 3; ++kw)
-              taps[nt++] = Tap{buf + (ih - lo) * row_floats, kw, wf + int64_t(cb * 9 + kh * 3 + kw) * GS * kLanes};
+            rows[kh] = ih < 0 || ih >= h_ ? nullptr : src + int64_t(ih) * w_ * kLanes;
           }
-          fn(taps, nt, start * s_, dst + (int64_t(oh) * ow_ + start) * kLanes, kLanes);
+          for_each_block(ow_, [&](int start, int count) {
+            rot_fn<GS>(s_, count)(rows, w_, start, wt, dst + (int64_t(oh) * ow_ + start) * kLanes, kLanes);
+          });
         }
-      });
-    }
+      }
     return Status::ok();
   }
 
@@ -240,48 +299,7 @@ class GroupedConvDirect final : public CpuConv {
     SX_TRY(check(dy, out_, "grouped conv backward_data dy"));
     SX_TRY(check(dx, d_.in, "grouped conv backward_data dx"));
     SX_CHECK_ARG(w != nullptr, "grouped conv backward_data: null weights");
-    const float* wb = pack_weights(w, /*for_data=*/true);
-    const int nrb = (h_ + kRowBlock - 1) / kRowBlock;
-    const int64_t tasks = int64_t(d_.in.n) * cb_ * nrb;
-    const int64_t row_floats = int64_t(ow_ + 2) * GS * kLanes;
-    const size_t buf_floats = size_t(kRowBlock + 3) * row_floats;
-    prepare_scratch();
-#pragma omp parallel for schedule(static)
-    for (int64_t task = 0; task < tasks; ++task) {
-      const int64_t ncb = task / nrb;
-      const int cb = int(ncb % cb_), r0 = int(task % nrb) * kRowBlock, r1 = std::min(h_, r0 + kRowBlock);
-      const float* src = dy.data + ncb * oh_ * ow_ * kLanes;  // (OH, OW, 16)
-      float* dst = dx.data + ncb * h_ * w_ * kLanes;          // (H, W, 16)
-      // dy rows (ih + 1 - kh) / S for ih in [r0, r1).
-      const int lo = r0 == 0 ? 0 : (r0 - 1) / s_, hi = std::min(oh_ - 1, r1 / s_);
-      float* buf = scratch_[omp_get_thread_num()].get(buf_floats);
-      permute_rows<GS>(src, oh_, ow_, lo, hi, buf);
-      // Pixels iw = S·m + pw share their taps: those with (iw + 1 - kw) divisible by S. Column
-      // strips outside, rows inside, as in forward.
-      for (int pw = 0; pw < s_; ++pw) {
-        const int count = (w_ - pw + s_ - 1) / s_;
-        if (count <= 0) continue;
-        for_each_block(count, [&](int start, int n) {
-          const RowFn fn = row_fn<GS>(1, n);
-          for (int ih = r0; ih < r1; ++ih) {
-            Tap taps[9];
-            int nt = 0;
-            for (int kh = 0; kh < 3; ++kh) {
-              const int num = ih + 1 - kh;
-              if (num < 0 || num % s_ != 0 || num / s_ >= oh_) continue;
-              const float* row = buf + (num / s_ - lo) * row_floats;
-              for (int kw = 0; kw < 3; ++kw) {
-                const int numw = pw + 1 - kw;  // may be -1 (S = 1: dy column -1, the zero pad)
-                if (numw % s_ != 0) continue;
-                taps[nt++] = Tap{row, numw / s_ + 1, wb + int64_t(cb * 9 + kh * 3 + kw) * GS * kLanes};
-              }
-            }
-            fn(taps, nt, start, dst + (int64_t(ih) * w_ + start * s_ + pw) * kLanes, s_ * kLanes);
-          }
-        });
-      }
-    }
-    return Status::ok();
+    return s_ == 1 ? backward_data_s1(dy, w, dx) : backward_data_s2(dy, w, dx);
   }
 
   Status backward_weights(const Tensor& x, const Tensor& dy, float* dw, bool accumulate) override {
@@ -291,39 +309,35 @@ class GroupedConvDirect final : public CpuConv {
     const int n_img = d_.in.n;
     const int64_t part_floats = 9 * GS * kLanes;  // (3, 3, GS, 16) per (n, cb)
     float* parts = parts_.get(size_t(n_img) * cb_ * part_floats);
-    const int64_t row_floats = int64_t(w_ + 2) * GS * kLanes;
-    const size_t buf_floats = size_t(kRowBlock * s_ + 2) * row_floats;
-    prepare_scratch();
 #pragma omp parallel for schedule(static)
     for (int64_t ncb = 0; ncb < int64_t(n_img) * cb_; ++ncb) {
       float* part = parts + ncb * part_floats;
       std::memset(part, 0, part_floats * sizeof(float));
       const float* src = x.data + ncb * h_ * w_ * kLanes;
       const float* dys = dy.data + ncb * oh_ * ow_ * kLanes;
-      float* buf = scratch_[omp_get_thread_num()].get(buf_floats);
-      for (int r0 = 0; r0 < oh_; r0 += kRowBlock) {
-        const int r1 = std::min(oh_, r0 + kRowBlock), lo = r0 * s_ - 1;
-        permute_rows<GS>(src, h_, w_, lo, (r1 - 1) * s_ + 1, buf);
-        for (int oh = r0; oh < r1; ++oh)
-          for (int kh = 0; kh < 3; ++kh) {
-            const int ih = oh * s_ - 1 + kh;
-            if (ih < 0 || ih >= h_) continue;
-            const float* row = buf + (ih - lo) * row_floats;
-            const float* dyrow = dys + int64_t(oh) * ow_ * kLanes;
-            dw_rows(row, dyrow, part + kh * 3 * GS * kLanes);
-          }
-      }
+      for (int oh = 0; oh < oh_; ++oh)
+        for (int kh = 0; kh < 3; ++kh) {
+          const int ih = oh * s_ - 1 + kh;
+          if (ih < 0 || ih >= h_) continue;
+          const float* xrow = src + int64_t(ih) * w_ * kLanes;
+          const float* dyrow = dys + int64_t(oh) * ow_ * kLanes;
+          float* pk = part + kh * 3 * GS * kLanes;
+          if (s_ == 1)
+            dw_row_rot_all<GS, 1>(xrow, dyrow, w_, ow_, pk, std::make_integer_sequence<int, GS / 4>());
+          else
+            dw_row_rot_all<GS, 2>(xrow, dyrow, w_, ow_, pk, std::make_integer_sequence<int, GS / 4>());
+        }
     }
-    // dw[oc = cb·16 + l, j, kh, kw] (+)= Σ_n parts[n, cb, kh, kw, j, l], n in order.
+    // dw[oc = cb·16 + l, j = (l % GS + r) % GS, kh, kw] (+)= Σ_n parts[n, cb, kh, kw, r, l], n in order.
 #pragma omp parallel for schedule(static)
     for (int cb = 0; cb < cb_; ++cb)
       for (int t = 0; t < 9; ++t)
-        for (int j = 0; j < GS; ++j)
+        for (int r = 0; r < GS; ++r)
           for (int l = 0; l < kLanes; ++l) {
             float sum = 0.f;
             for (int n = 0; n < n_img; ++n)
-              sum += parts[(int64_t(n) * cb_ + cb) * part_floats + (t * GS + j) * kLanes + l];
-            float& out = dw[(int64_t(cb * kLanes + l) * GS + j) * 9 + t];
+              sum += parts[(int64_t(n) * cb_ + cb) * part_floats + (t * GS + r) * kLanes + l];
+            float& out = dw[(int64_t(cb * kLanes + l) * GS + (l % GS + r) % GS) * 9 + t];
             out = accumulate ? out + sum : sum;
           }
     return Status::ok();
@@ -336,40 +350,82 @@ class GroupedConvDirect final : public CpuConv {
                                     t.dims.to_string() + " " + layout_name(t.layout));
   }
 
-  // One kh of backward-weights.
-  void dw_rows(const float* row, const float* dyrow, float* part_kh) const {
-    for (int kw = 0; kw < 3; ++kw) (s_ == 1 ? dw_row<GS, 1> : dw_row<GS, 2>)(row, dyrow, ow_, kw, part_kh);
+  // Stride 2: each dy pixel is scattered to the dx pixels 2·ow - 1 + kw of its block.
+  Status backward_data_s2(const Tensor& dy, const float* w, const Tensor& dx) {
+    const float* wb = pack_weights_rot(w, /*flip=*/true);
+    const int nrb = (h_ + kRowBlock - 1) / kRowBlock;
+    const int64_t tasks = int64_t(d_.in.n) * cb_;
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int64_t ncb = 0; ncb < tasks; ++ncb)
+      for (int rb = 0; rb < nrb; ++rb) {
+        const int cb = int(ncb % cb_);
+        const float* src = dy.data + ncb * oh_ * ow_ * kLanes;  // (OH, OW, 16)
+        float* dst = dx.data + ncb * h_ * w_ * kLanes;          // (H, W, 16)
+        const float* wt = wb + int64_t(cb) * 9 * GS * kLanes;
+        for (int ih = rb * kRowBlock; ih < std::min(h_, (rb + 1) * kRowBlock); ++ih) {
+          const float* rows[3];
+          for (int kh = 0; kh < 3; ++kh) {
+            const int num = ih + 1 - kh;  // 2·oh
+            rows[kh] = num < 0 || num % 2 != 0 || num / 2 >= oh_ ? nullptr : src + int64_t(num / 2) * ow_ * kLanes;
+          }
+          for_each_block(w_, [&](int start, int count) {
+            scatter_fn<GS>((start + 1) % 2, count)(rows, ow_, start, wt, dst + (int64_t(ih) * w_ + start) * kLanes,
+                                                   kLanes);
+          });
+        }
+      }
+    return Status::ok();
   }
 
-  // Repacks plain w (OC, GS, 3, 3), tap t = kh·3 + kw, into (CB, 9, GS, 16):
-  //   forward   lane l = w[oc = cb·16 + l, j, t]
-  //   for_data  lane l (input channel cb·16 + l) = w[oc = cb·16 + (l/GS)·GS + j, l % GS, t]
-  // Cheap (C·GS·9 floats), so done on every call: the weights may change in place between calls.
-  const float* pack_weights(const float* w, bool for_data) {
-    float* p = (for_data ? wb_ : wf_).get(size_t(cb_) * 9 * GS * kLanes);
+  // Stride 1: dx is a forward conv of dy with the transposed, flipped kernel.
+  Status backward_data_s1(const Tensor& dy, const float* w, const Tensor& dx) {
+    const float* wb = pack_weights_rot(w, /*flip=*/true);
+    const int nrb = (h_ + kRowBlock - 1) / kRowBlock;
+    const int64_t tasks = int64_t(d_.in.n) * cb_;
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int64_t ncb = 0; ncb < tasks; ++ncb)
+      for (int rb = 0; rb < nrb; ++rb) {
+        const int cb = int(ncb % cb_);
+        const float* src = dy.data + ncb * h_ * w_ * kLanes;  // (OH = H, OW = W, 16)
+        float* dst = dx.data + ncb * h_ * w_ * kLanes;        // (H, W, 16)
+        const float* wt = wb + int64_t(cb) * 9 * GS * kLanes;
+        for (int ih = rb * kRowBlock; ih < std::min(h_, (rb + 1) * kRowBlock); ++ih) {
+          const float* rows[3];
+          for (int kh = 0; kh < 3; ++kh) {
+            const int r = ih - 1 + kh;
+            rows[kh] = r < 0 || r >= h_ ? nullptr : src + int64_t(r) * w_ * kLanes;
+          }
+          for_each_block(w_, [&](int start, int count) {
+            rot_fn<GS>(1, count)(rows, w_, start, wt, dst + (int64_t(ih) * w_ + start) * kLanes, kLanes);
+          });
+        }
+      }
+    return Status::ok();
+  }
+
+  // Repacks plain w (OC, GS, 3, 3) into (CB, 9, GS, 16) for conv_row_rot: tap t = kh·3 + kw,
+  // entry r, lane l (output channel cb·16 + l) = w[oc, j = (l % GS + r) % GS, t]. flip (for
+  // stride-1 backward-data, a forward conv with the transposed kernel) reads tap 8 - t and swaps
+  // the roles: lane l is input channel ic = cb·16 + l, summing over oc = group + (l % GS + r) % GS.
+  const float* pack_weights_rot(const float* w, bool flip) {
+    float* p = (flip ? wb_ : wf_).get(size_t(cb_) * 9 * GS * kLanes);
     for (int cb = 0; cb < cb_; ++cb)
       for (int t = 0; t < 9; ++t)
-        for (int j = 0; j < GS; ++j)
+        for (int r = 0; r < GS; ++r)
           for (int l = 0; l < kLanes; ++l) {
-            const int oc = for_data ? cb * kLanes + l / GS * GS + j : cb * kLanes + l;
-            const int ic = for_data ? l % GS : j;
-            p[((int64_t(cb) * 9 + t) * GS + j) * kLanes + l] = w[(int64_t(oc) * GS + ic) * 9 + t];
+            const int self = cb * kLanes + l, other = cb * kLanes + l / GS * GS + (l % GS + r) % GS;
+            const int oc = flip ? other : self, ic = flip ? l % GS : (l % GS + r) % GS;
+            p[((int64_t(cb) * 9 + t) * GS + r) * kLanes + l] = w[(int64_t(oc) * GS + ic) * 9 + (flip ? 8 - t : t)];
           }
     return p;
   }
 
-  // One scratch buffer per OpenMP thread, created outside the parallel region.
-  void prepare_scratch() {
-    const size_t threads = size_t(std::max(1, omp_get_max_threads()));
-    if (scratch_.size() < threads) scratch_.resize(threads);
-  }
 
   ConvDesc d_;
   int s_, h_, w_, oh_, ow_, cb_;  // S, H, W, OH, OW, CB
   Dims out_;                      // (N, OC, OH, OW)
   AlignedBuf wf_, wb_;            // (CB, 9, GS, 16) forward / backward-data weights
   AlignedBuf parts_;              // (N, CB, 9, GS, 16) backward-weights partial sums
-  std::vector<AlignedBuf> scratch_;
 };
 
 }  // namespace
