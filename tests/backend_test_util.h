@@ -39,4 +39,24 @@ inline std::vector<float> random_uniform(size_t n, uint32_t seed, float lo, floa
   return v;
 }
 
+// Central difference of loss() in the host value v[i] (v: host memory loss() reads): v[i] ± eps, then restored. `refresh` puts v
+// where loss() reads it (e.g. an upload into a backend tensor) after every change.
+template <class Loss, class Refresh>
+double central_difference(float* v, size_t i, float eps, Loss&& loss, Refresh&& refresh) {
+  const float keep = v[i];
+  v[i] = keep + eps;
+  refresh();
+  const double lp = loss();
+  v[i] = keep - eps;
+  refresh();
+  const double lm = loss();
+  v[i] = keep;
+  refresh();
+  return (lp - lm) / (2.0 * double(eps));
+}
+template <class Loss>
+double central_difference(float* v, size_t i, float eps, Loss&& loss) {
+  return central_difference(v, i, eps, loss, [] {});
+}
+
 }  // namespace sx::model::testing

@@ -138,29 +138,17 @@ TEST_P(ConvTest, ForwardBackwardMatchReferenceAndFiniteDifferences) {
   const float eps = 1e-2f;
   std::mt19937 rng(7);
   auto dxv = download(*be, dx.t);
+  auto upload_x = [&] { ASSERT_TRUE(be->upload_nchw(xh.data(), x.t).is_ok()); };
   for (int s = 0; s < 8; ++s) {
     const size_t i = rng() % xh.size();
-    const float keep = xh[i];
-    xh[i] = keep + eps;
-    ASSERT_TRUE(be->upload_nchw(xh.data(), x.t).is_ok());
-    const double lp = loss();
-    xh[i] = keep - eps;
-    ASSERT_TRUE(be->upload_nchw(xh.data(), x.t).is_ok());
-    const double lm = loss();
-    xh[i] = keep;
-    EXPECT_NEAR((lp - lm) / (2 * eps), dxv[i], 2e-3 * std::max(1.0, std::abs(double(dxv[i])))) << "dx at " << i;
+    const double fd = testing::central_difference(xh.data(), i, eps, loss, upload_x);
+    EXPECT_NEAR(fd, dxv[i], 2e-3 * std::max(1.0, std::abs(double(dxv[i])))) << "dx at " << i;
   }
-  ASSERT_TRUE(be->upload_nchw(xh.data(), x.t).is_ok());
   for (int s = 0; s < 8; ++s) {
     const size_t i = rng() % wcount;
-    const float keep = w[i];
-    w[i] = keep + eps;
-    const double lp = loss();
-    w[i] = keep - eps;
-    const double lm = loss();
-    w[i] = keep;
+    const double fd = testing::central_difference(w, i, eps, loss);
     const double analytic = dw[i] / 2;  // dw holds two accumulated copies
-    EXPECT_NEAR((lp - lm) / (2 * eps), analytic, 2e-3 * std::max(1.0, std::abs(analytic))) << "dw at " << i;
+    EXPECT_NEAR(fd, analytic, 2e-3 * std::max(1.0, std::abs(analytic))) << "dw at " << i;
   }
 }
 

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "model/backend.h"
+#include "tests/backend_test_util.h"
 #include "model/cpu/conv_plan.h"
 #include "model/cpu/grouped_conv_direct.h"
 
@@ -164,28 +165,16 @@ TEST_P(GroupedConvDirectTest, MatchesReferenceFiniteDifferencesAndIsDeterministi
   };
   const float eps = 1e-2f;
   std::mt19937 rng(7);
+  auto upload_x = [&] { ASSERT_TRUE(be->upload_nchw(xh.data(), x.t).is_ok()); };
   for (int s = 0; s < 4; ++s) {
     const size_t i = rng() % xh.size();
-    const float keep = xh[i];
-    xh[i] = keep + eps;
-    ASSERT_TRUE(be->upload_nchw(xh.data(), x.t).is_ok());
-    const double lp = loss();
-    xh[i] = keep - eps;
-    ASSERT_TRUE(be->upload_nchw(xh.data(), x.t).is_ok());
-    const double lm = loss();
-    xh[i] = keep;
-    EXPECT_NEAR((lp - lm) / (2 * eps), dx2[i], 2e-3 * std::max(1.0, std::abs(double(dx2[i])))) << "dx at " << i;
+    const double fd = testing::central_difference(xh.data(), i, eps, loss, upload_x);
+    EXPECT_NEAR(fd, dx2[i], 2e-3 * std::max(1.0, std::abs(double(dx2[i])))) << "dx at " << i;
   }
-  ASSERT_TRUE(be->upload_nchw(xh.data(), x.t).is_ok());
   for (int s = 0; s < 4; ++s) {
     const size_t i = rng() % wcount;
-    const float keep = w[i];
-    w[i] = keep + eps;
-    const double lp = loss();
-    w[i] = keep - eps;
-    const double lm = loss();
-    w[i] = keep;
-    EXPECT_NEAR((lp - lm) / (2 * eps), dw2[i], 2e-3 * std::max(1.0, std::abs(double(dw2[i])))) << "dw at " << i;
+    const double fd = testing::central_difference(w.data(), i, eps, loss);
+    EXPECT_NEAR(fd, dw2[i], 2e-3 * std::max(1.0, std::abs(double(dw2[i])))) << "dw at " << i;
   }
 }
 
