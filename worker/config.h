@@ -104,6 +104,13 @@ struct LogConfig {
   bool plot = true;                 // write run_dir/curves.png after every epoch (rank 0)
 };
 
+struct CoordConfig {
+  std::string endpoint = "none";    // sx_coord request endpoint (tcp://host:port); none = no coordinator
+  std::string job;                  // job name the coordinator serves; "" = run_dir's last component
+  double connect_timeout_s = 30;    // give up (error naming the endpoint) when nobody answers by then
+  int64_t check_every_steps = 1;    // leader polls LR overrides and broadcasts them every N steps
+};
+
 struct JobConfig {
   std::string mode = "train";       // train | eval
   std::string run_dir = "runs/job";
@@ -122,6 +129,7 @@ struct JobConfig {
   CommConfig comm;
   NumericsConfig numerics;
   LogConfig log;
+  CoordConfig coord;
 
   std::string source;               // the YAML file it came from ("" = defaults only)
   std::string checkpoint_dir() const { return checkpoint.dir.empty() ? run_dir : checkpoint.dir; }

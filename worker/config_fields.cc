@@ -217,6 +217,11 @@ std::vector<ConfigField> build_fields() {
       FIELD(log.every_steps, "", "train record interval in metrics.jsonl and the progress line"),
       FIELD(log.progress, "auto|on|off", "progress line on rank 0 (auto: redrawn on a terminal)"),
       FIELD(log.plot, "", "write run_dir/curves.png (loss and accuracy per epoch) after each epoch"),
+
+      FIELD(coord.endpoint, "", "sx_coord endpoint tcp://HOST:PORT (none = train without a coordinator)"),
+      FIELD(coord.job, "", "job name the coordinator serves (\"\" = the last component of run_dir)"),
+      FIELD(coord.connect_timeout_s, "", "fail when no coordinator answers within this many seconds"),
+      FIELD(coord.check_every_steps, "", "rank 0 polls LR overrides and broadcasts them every N steps (>= 1)"),
   };
 }
 

@@ -18,6 +18,7 @@
 #include "storage/async_writer.h"
 #include "storage/checkpoint.h"
 #include "worker/communicator.h"
+#include "worker/coord_link.h"
 #include "worker/eval.h"
 #include "worker/metrics.h"
 #include "worker/plot.h"
@@ -63,6 +64,7 @@ class Trainer {
   std::unique_ptr<storage::AsyncCheckpointWriter> writer_;
   MetricsLog metrics_;
   std::unique_ptr<ProgressLine> progress_;
+  std::unique_ptr<CoordLink> coord_;  // sx_coord registration, heartbeat metrics, LR overrides
   std::vector<float> images_, soft_targets_;
   std::vector<float> accum_;  // (params) gradient sum of the step's earlier micro-batches
   std::vector<int32_t> labels_;
@@ -163,6 +165,11 @@ Status Trainer::setup() {
       (training ? "; " + std::to_string(job_.steps_per_epoch) + " steps/epoch, " + std::to_string(job_.total_steps) +
                       " steps; allreduce " + comm_algorithm_name(comm_->algorithm()) + ", " + comm_->plan().describe()
                 : std::string()));
+  if (training) {
+    SX_ASSIGN_OR_RETURN(coord_, CoordLink::open(c_, env_, job_.steps_per_epoch));
+    if (coord_->enabled()) say("coordinator " + c_.coord.endpoint + ": registered " + std::to_string(env_.world_size()) +
+                               " rank(s), rank table matches MPI");
+  }
   return Status::ok();
 }
 
@@ -317,7 +324,13 @@ Status Trainer::train() {
       SX_TRY(train_reader_->start_epoch(epoch_, step_in_epoch_ * job_.global_batch));
       reader_positioned = true;
     }
-    const double lr = schedule_->lr_at(step_);
+    // A collective point: every rank receives the same overrides before the same step.
+    SX_TRY(coord_->sync_overrides(step_));
+    LrSwitch sw;
+    const double lr = coord_->lr_at(schedule_->lr_at(step_), step_, &sw);
+    if (sw.id != 0)
+      SX_TRY(metrics_.write({{"kind", "lr_override"}, {"step", sw.step}, {"lr", sw.lr}, {"rank", env_.rank()},
+                             {"id", sw.id}}));
     double loss = 0;
     for (int m = 0; m < a; ++m) SX_TRY(micro_step(m, m == a - 1, &loss));
     SX_TRY(comm_->wait_all());
@@ -351,6 +364,7 @@ Status Trainer::train() {
                     static_cast<long long>(step_), static_cast<long long>(job_.total_steps), mean_loss, lr, img_s,
                     format_duration(sec_per_step * double(job_.total_steps - step_)).c_str());
       if (env_.is_root()) progress_->update(line);
+      coord_->post_metrics(step_, epoch_f, mean_loss, lr, img_s);  // stores only; the heartbeat thread sends
       SX_TRY(metrics_.write({{"kind", "train"}, {"step", step_}, {"epoch", epoch_f}, {"loss", mean_loss}, {"lr", lr},
                              {"img_s", img_s}, {"time_s", t - t_start}}));
       log_loss = 0;
