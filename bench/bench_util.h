@@ -1,5 +1,5 @@
 // defines: sx::bench helpers every sx_bench subcommand shares — timing, medians, peak RSS, and the
-// CPU time other processes take during a measurement (see /work/shared/BENCHMARKING.md).
+// CPU time other processes take during a measurement (see ../shared/BENCHMARKING.md).
 #pragma once
 
 #include <chrono>

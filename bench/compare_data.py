@@ -12,7 +12,7 @@ Threads: T = 1 runs in the main process (num_workers=0, its best per-CPU setting
 T persistent worker processes (num_workers=T), each with torch.set_num_threads(1) as DataLoader sets.
 `--workers N` overrides. CPU = this process + its workers (/proc/<pid>/stat), so images per
 CPU-second counts the main process's unpickling too. other_cpu_s = /proc/stat busy − that CPU:
-the load other processes put on the machine meanwhile (see /work/shared/BENCHMARKING.md).
+the load other processes put on the machine meanwhile (see ../shared/BENCHMARKING.md).
 """
 import argparse, json, os, resource, subprocess, sys, tempfile, time
 

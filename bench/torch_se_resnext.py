@@ -10,7 +10,7 @@ before the 1x1/1 shortcut conv; `small` = 3x3/1 stem of 32 channels, no pool, fo
   /usr/bin/python3 bench/torch_se_resnext.py --counts [--sx-bench build/bin/sx_bench]  # counts, checked
   /usr/bin/python3 bench/torch_se_resnext.py --arch small --batch 128 --image 28 --threads 2 --json
   (run it under GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736,
-   see /work/shared/BENCHMARKING.md; bench/compare_model.py does.)
+   see ../shared/BENCHMARKING.md; bench/compare_model.py does.)
 
 Benchmark JSON keys match `sx_bench model --json`: forward_ms, train_step_ms (medians),
 infer_img_per_s, peak_rss_mb, plus memory_format. With --memory-format best (the default) each
