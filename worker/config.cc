@@ -139,6 +139,26 @@ StatusOr<JobConfig> load_job_config(const std::string& path, const std::vector<s
   return parse_job_config(text, path, overrides);
 }
 
+model::LrScheduleConfig lr_schedule_config(const JobConfig& c, int64_t steps_per_epoch, double epochs,
+                                           int64_t global_batch) {
+  model::LrScheduleConfig s;
+  s.name = c.schedule.name;
+  s.base_lr = c.optimizer.lr;
+  s.steps_per_epoch = steps_per_epoch;
+  s.epochs = epochs;
+  s.boundary_epochs = c.schedule.boundaries;
+  s.values = c.schedule.values;
+  s.step_epochs = c.schedule.step_epochs;
+  s.gamma = c.schedule.gamma;
+  s.min_lr = c.schedule.min_lr;
+  s.power = c.schedule.power;
+  if (c.schedule.warmup_epochs >= 0) s.warmup_epochs = c.schedule.warmup_epochs;
+  s.warmup_start_lr = c.schedule.warmup_start_lr;
+  s.scale_by_batch = c.schedule.scale_by_batch;
+  s.global_batch = global_batch;
+  return s;
+}
+
 Status validate_job_config(const JobConfig& c) {
   if (c.epochs <= 0 && c.max_steps <= 0 && c.mode == "train") return bad(c, "epochs", "must be > 0" + got(c.epochs));
   if (c.max_steps < 0) return bad(c, "max_steps", "must be >= 0" + got(c.max_steps));
@@ -192,19 +212,7 @@ Status validate_job_config(const JobConfig& c) {
   if (c.optimizer.mixup_alpha < 0) return bad(c, "optimizer.mixup_alpha", "must be >= 0" + got(c.optimizer.mixup_alpha));
 
   {  // The schedule validates itself; re-key its message.
-    model::LrScheduleConfig s;
-    s.name = c.schedule.name;
-    s.base_lr = c.optimizer.lr;
-    s.steps_per_epoch = 100;
-    s.epochs = c.epochs > 0 ? c.epochs : 1;
-    s.boundary_epochs = c.schedule.boundaries;
-    s.values = c.schedule.values;
-    s.step_epochs = c.schedule.step_epochs;
-    s.gamma = c.schedule.gamma;
-    s.min_lr = c.schedule.min_lr;
-    s.power = c.schedule.power;
-    if (c.schedule.warmup_epochs >= 0) s.warmup_epochs = c.schedule.warmup_epochs;
-    s.warmup_start_lr = c.schedule.warmup_start_lr;
+    const model::LrScheduleConfig s = lr_schedule_config(c, 100, c.epochs > 0 ? c.epochs : 1, 256);
     auto made = model::LrSchedule::make(s);
     if (!made.is_ok()) return bad(c, "schedule", made.status().message());
   }

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "model/lr_schedule.h"
 
 namespace sx::worker {
 
@@ -144,6 +145,11 @@ StatusOr<JobConfig> parse_job_config(const std::string& yaml_text, const std::st
                                      const std::vector<std::string>& overrides);
 // Ranges and cross-field rules; names the key and the file.
 Status validate_job_config(const JobConfig& config);
+
+// The LR schedule the config describes, for a job of `steps_per_epoch` steps and `epochs` epochs
+// at `global_batch` images per step (the one mapping from config keys to model::LrScheduleConfig).
+model::LrScheduleConfig lr_schedule_config(const JobConfig& config, int64_t steps_per_epoch, double epochs,
+                                           int64_t global_batch);
 // Every key with its value, grouped by section (valid YAML that load_job_config reads back).
 std::string job_config_to_yaml(const JobConfig& config);
 // One line per key: name, type, default, meaning.

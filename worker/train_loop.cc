@@ -125,21 +125,8 @@ Status Trainer::setup() {
     co.average = false;  // the 1/world scale is folded into the SGD pass (SgdHyper::grad_scale)
     SX_ASSIGN_OR_RETURN(comm_, Communicator::create(env_, std::span<float>(net_->grads_data(), net_->param_count()),
                                                     co, boundaries));
-    model::LrScheduleConfig s;
-    s.name = c_.schedule.name;
-    s.base_lr = c_.optimizer.lr;
-    s.steps_per_epoch = job_.steps_per_epoch;
-    s.epochs = c_.epochs > 0 ? c_.epochs : double(job_.total_steps) / double(job_.steps_per_epoch);
-    s.boundary_epochs = c_.schedule.boundaries;
-    s.values = c_.schedule.values;
-    s.step_epochs = c_.schedule.step_epochs;
-    s.gamma = c_.schedule.gamma;
-    s.min_lr = c_.schedule.min_lr;
-    s.power = c_.schedule.power;
-    if (c_.schedule.warmup_epochs >= 0) s.warmup_epochs = c_.schedule.warmup_epochs;
-    s.warmup_start_lr = c_.schedule.warmup_start_lr;
-    s.scale_by_batch = c_.schedule.scale_by_batch;
-    s.global_batch = job_.global_batch;
+    const double epochs = c_.epochs > 0 ? c_.epochs : double(job_.total_steps) / double(job_.steps_per_epoch);
+    const model::LrScheduleConfig s = lr_schedule_config(c_, job_.steps_per_epoch, epochs, job_.global_batch);
     SX_ASSIGN_OR_RETURN(auto schedule, model::LrSchedule::make(s));
     schedule_.emplace(std::move(schedule));
     segments_ = net_->sgd_segments(float(c_.optimizer.weight_decay), float(c_.optimizer.bn_bias_decay));
