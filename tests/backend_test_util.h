@@ -4,7 +4,10 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "model/backend.h"
@@ -37,6 +40,21 @@ inline std::vector<float> random_uniform(size_t n, uint32_t seed, float lo, floa
   std::vector<float> v(n);
   for (auto& x : v) x = u(rng);
   return v;
+}
+
+// got ≈ want within tol · max|want| (at least 1e-3 of scale); reports the first five misses.
+inline void expect_close(const std::vector<float>& got, const std::vector<double>& want, double tol,
+                         const std::string& what) {
+  ASSERT_EQ(got.size(), want.size());
+  double scale = 1e-3;
+  for (double v : want) scale = std::max(scale, std::abs(v));
+  int bad = 0;
+  for (size_t i = 0; i < got.size() && bad < 5; ++i) {
+    if (std::abs(got[i] - want[i]) > tol * scale) {
+      ADD_FAILURE() << what << "[" << i << "]: got " << got[i] << " want " << want[i] << " (scale " << scale << ")";
+      ++bad;
+    }
+  }
 }
 
 // Central difference of loss() in the host value v[i] (v: host memory loss() reads): v[i] ± eps, then restored. `refresh` puts v

@@ -63,18 +63,7 @@ struct Ref {
   }
 };
 
-void expect_close(const std::vector<float>& got, const std::vector<double>& want, double tol, const char* what) {
-  ASSERT_EQ(got.size(), want.size());
-  double scale = 1e-3;
-  for (double v : want) scale = std::max(scale, std::abs(v));
-  int bad = 0;
-  for (size_t i = 0; i < got.size() && bad < 5; ++i) {
-    if (std::abs(got[i] - want[i]) > tol * scale) {
-      ADD_FAILURE() << what << "[" << i << "]: got " << got[i] << " want " << want[i] << " (scale " << scale << ")";
-      ++bad;
-    }
-  }
-}
+using testing::expect_close;
 
 class ConvTest : public ::testing::TestWithParam<Case> {};
 
