@@ -8,14 +8,15 @@
 //
 // Gradient rule: parameter gradients accumulate into the flat gradient buffer when
 // `accumulate` is true and overwrite it when false (the first micro-batch of a step);
-// activation gradients always overwrite, except the explicit merges (add_into, the residual
-// shortcut gradient of scale_add_relu_backward).
+// activation gradients always overwrite, except the explicit merges (add_into,
+// ConvOp::backward_data_accumulate, the residual shortcut gradient of scale_add_relu_backward).
 //
 // Memory: every float* / Tensor::data passed here is backend memory (see allocate()).
 // 2-D activations (N, C) — SE and classifier inputs/outputs, logits — are plain row-major float*.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -35,11 +36,27 @@ struct ConvDesc {
   int groups = 1;                // C and OC divisible by groups
 };
 
+// SyncBN: sums data[0, count) in place across the processes that share the batch (an allreduce
+// with MPI_SUM; a few KB). BN calls it once in forward_train (statistics) and once in backward
+// (gradient sums), in layer order, identically on every rank. Doubles: per-rank partial sums then
+// add up as exactly as one process's sum over the whole batch.
+using BnReducer = std::function<Status(double* data, int count)>;
+
+enum class BatchNormImpl : uint8_t {
+  kAuto,    // kFused with a reducer, else kOneDnn (faster on one process so far, see model/README.md)
+  kOneDnn,  // oneDNN batch_normalization (no reducer)
+  kFused,   // our kernels, reducible partial sums (model/cpu/batch_norm_fused.cc)
+};
+
 struct BatchNormDesc {
   Dims dims;                     // (N, C, H, W)
   Layout layout = Layout::kNCHW;
   float eps = 1e-5f;
   bool fuse_relu = false;        // y = relu(bn(x)); backward applies the relu mask itself
+  BatchNormImpl impl = BatchNormImpl::kAuto;
+  // Empty: statistics of this process's batch. Set: statistics of the global batch (SyncBN); the
+  // running statistics then use the global count and are the same on every rank.
+  BnReducer reducer;
 };
 
 enum class PoolKind : uint8_t {
@@ -86,6 +103,13 @@ class ConvOp {
   virtual Status backward_data(const Tensor& dy, const float* w, const Tensor& dx) = 0;
   // dw (+)= correlation of x and dy. dw: (OC, C/G, KH, KW) plain.
   virtual Status backward_weights(const Tensor& x, const Tensor& dy, float* dw, bool accumulate) = 0;
+  // Optional: dx += conv_transpose(dy, w), so the projection shortcut's input gradient merges into
+  // the block input's gradient without a pass of its own. Callers check accumulates_data() first
+  // and otherwise run backward_data and add.
+  virtual bool accumulates_data() const { return false; }
+  virtual Status backward_data_accumulate(const Tensor& /*dy*/, const float* /*w*/, const Tensor& /*dx*/) {
+    return Status::unimplemented("conv backward_data_accumulate");
+  }
 };
 
 class BatchNormOp {
@@ -101,6 +125,9 @@ class BatchNormOp {
   virtual Status forward_eval(const Tensor& x, const float* gamma, const float* beta, const float* running_mean,
                               const float* running_var, const Tensor& y) = 0;
   // dx overwritten; dgamma, dbeta (+)=. y is the forward output (needed for the fused relu mask).
+  // With a reducer, dx is the gradient through the global statistics (the sums of dy and dy·x̂ are
+  // reduced), while dgamma/dbeta stay this process's share: the gradient allreduce sums them.
+  // Uses the ReLU mask and statistics of the last forward_train.
   virtual Status backward(const Tensor& x, const Tensor& y, const Tensor& dy, const float* gamma,
                           const float* save_mean, const float* save_var, const Tensor& dx, float* dgamma,
                           float* dbeta, bool accumulate) = 0;

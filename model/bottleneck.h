@@ -31,6 +31,8 @@ class Bottleneck {
     bool avg_down = false;
     bool zero_init_last_bn = false;
     float bn_eps = 1e-5f;
+    BnReducer bn_reducer;  // SyncBN (see NetworkOptions::bn_reducer); empty = local BN
+    BatchNormImpl bn_impl = BatchNormImpl::kAuto;
   };
   static StatusOr<std::unique_ptr<Bottleneck>> make(Backend& backend, ParamStore& store, const Desc& desc);
   Status place(ParamStore& store) const;  // in backward order

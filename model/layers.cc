@@ -72,6 +72,8 @@ StatusOr<std::unique_ptr<ConvBn>> ConvBn::make(Backend& backend, ParamStore& sto
   bd.layout = layout;
   bd.eps = d.bn_eps;
   bd.fuse_relu = d.relu;
+  bd.reducer = d.bn_reducer;
+  bd.impl = d.bn_impl;
   auto bn = backend.make_batch_norm(bd);
   if (!bn.is_ok()) return bn.status().with_context(d.bn_name);
   layer->bn_ = std::move(bn).value();
@@ -109,6 +111,14 @@ Status ConvBn::forward(LayerContext& ctx, bool train) {
 }
 
 StatusOr<Tensor> ConvBn::backward(LayerContext& ctx, const Tensor& dy, bool want_dx) {
+  return backward_impl(ctx, dy, want_dx, nullptr);
+}
+
+Status ConvBn::backward_add_dx(LayerContext& ctx, const Tensor& dy, const Tensor& add_dx_to) {
+  return backward_impl(ctx, dy, true, &add_dx_to).status();
+}
+
+StatusOr<Tensor> ConvBn::backward_impl(LayerContext& ctx, const Tensor& dy, bool want_dx, const Tensor* add_dx_to) {
   ParamStore& s = ctx.store;
   SX_ASSIGN_OR_RETURN(Tensor dc, ctx.pool.acquire(c_.dims, c_.layout));
   SX_TRY(bn_->backward(c_, y_, dy, s.param(gamma_), save_mean_, save_var_, dc, s.grad(gamma_), s.grad(beta_),
@@ -117,9 +127,16 @@ StatusOr<Tensor> ConvBn::backward(LayerContext& ctx, const Tensor& dy, bool want
   SX_TRY(conv_->backward_weights(x_, dc, s.grad(weight_), ctx.accumulate));
   if (ctx.on_ready) ctx.on_ready(weight_);
   Tensor dx;
-  if (want_dx) {
+  if (add_dx_to != nullptr && conv_->accumulates_data()) {
+    SX_TRY(conv_->backward_data_accumulate(dc, s.param(weight_), *add_dx_to));
+  } else if (want_dx) {
     SX_ASSIGN_OR_RETURN(dx, ctx.pool.acquire(x_.dims, x_.layout));
     SX_TRY(conv_->backward_data(dc, s.param(weight_), dx));
+    if (add_dx_to != nullptr) {
+      SX_TRY(ctx.backend.add_into(*add_dx_to, dx));
+      ctx.pool.release(dx);
+      dx = Tensor{};
+    }
   }
   ctx.pool.release(dc);
   return dx;

@@ -62,6 +62,8 @@ class ConvBn {
     bool relu = false;
     bool zero_gamma = false;
     float bn_eps = 1e-5f;
+    BnReducer bn_reducer;            // SyncBN: sums BN's per-channel partials across ranks; empty = local
+    BatchNormImpl bn_impl = BatchNormImpl::kAuto;
   };
   static StatusOr<std::unique_ptr<ConvBn>> make(Backend& backend, ParamStore& store, const Desc& desc);
   Status place(ParamStore& store) const;  // backward order: bn gamma, beta (+ stats), conv weight
@@ -70,9 +72,14 @@ class ConvBn {
   Status forward(LayerContext& ctx, bool train);
   // dy: (N, OC, H', W') in out().layout, released. Returns dx (in the input layout) when want_dx.
   StatusOr<Tensor> backward(LayerContext& ctx, const Tensor& dy, bool want_dx);
+  // The same, but adds dx into add_dx_to (a projection shortcut's share of its block input's
+  // gradient), fused into the conv where the op can (ConvOp::accumulates_data).
+  Status backward_add_dx(LayerContext& ctx, const Tensor& dy, const Tensor& add_dx_to);
   const Tensor& out() const { return y_; }
 
  private:
+  StatusOr<Tensor> backward_impl(LayerContext& ctx, const Tensor& dy, bool want_dx, const Tensor* add_dx_to);
+
   std::unique_ptr<ConvOp> conv_;
   std::unique_ptr<BatchNormOp> bn_;
   int weight_ = -1, gamma_ = -1, beta_ = -1, mean_ = -1, var_ = -1;

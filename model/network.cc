@@ -83,6 +83,8 @@ Status NetworkImpl::build_stem(Tensor& x) {
     d.oc = oc, d.kernel = k, d.stride = stride, d.pad = pad;
     d.relu = true;
     d.bn_eps = options_.bn_eps;
+    d.bn_reducer = options_.bn_reducer;
+    d.bn_impl = options_.bn_impl;
     SX_ASSIGN_OR_RETURN(auto layer, ConvBn::make(backend_, store_, d));
     x = layer->out();
     note(x);
@@ -125,6 +127,8 @@ Status NetworkImpl::build_stages(Tensor& x) {
       d.avg_down = spec_.avg_down;
       d.zero_init_last_bn = spec_.zero_init_last_bn;
       d.bn_eps = options_.bn_eps;
+      d.bn_reducer = options_.bn_reducer;
+      d.bn_impl = options_.bn_impl;
       if (x.dims.h < 1 || x.dims.w < 1)
         return Status::invalid_argument("image " + std::to_string(options_.image_h) + "x" +
                                         std::to_string(options_.image_w) + " is too small for " + spec_.name +

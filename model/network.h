@@ -35,6 +35,12 @@ struct NetworkOptions {
   uint64_t seed = 0;             // parameter initialisation
   float bn_momentum = 0.1f;
   float bn_eps = 1e-5f;
+  // SyncBN: every BN layer's training statistics (forward) and gradient sums (backward) are summed
+  // across the ranks by this callback (an allreduce the worker provides), so BN normalises over the
+  // global batch. Called in layer order on every rank; empty = each rank's own batch.
+  BnReducer bn_reducer;
+  // Which BN kernels (backend.h); kAuto = the backend's choice. For side-by-side benchmarks.
+  BatchNormImpl bn_impl = BatchNormImpl::kAuto;
 };
 
 struct StepResult {

@@ -106,7 +106,6 @@ TEST(Config, OutOfRangeValuesNameKeyAndRange) {
   expect_error(parse("data: {train: x}\nmodel: {preset: resnet9000}\n"), {"'model.preset'", "small"});
   expect_error(parse("data: {train: x}\ndata: {mean: [0.5], std: []}\n"), {"'data.std'"});
   expect_error(parse("data: {train: x}\nschedule: {name: Exponential}\n"), {"'schedule'", "name"});
-  expect_error(parse("data: {train: x}\nnumerics: {sync_bn: true}\n"), {"'numerics.sync_bn'", "HINT"});
   expect_error(parse("epochs: 1\n"), {"'data.train'"});
   expect_error(parse("data: {train: x}\npretrained: a.h5\nresume: auto\n"), {"'pretrained'"});
 }

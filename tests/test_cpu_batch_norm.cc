@@ -1,12 +1,16 @@
 // CPU BatchNormOp against a double-precision reference: training forward (batch statistics,
 // biased save_var, momentum-0.1 running update with the unbiased variance), eval forward
 // (running statistics), backward (analytic reference over every element and central finite
-// differences at sampled points), fused ReLU, accumulate. N batch, C channels, M = N·H·W.
+// differences at sampled points), fused ReLU, accumulate — for the fused kernels and oneDNN's.
+// SyncBN: two threads as two ranks, each with half the batch and a reducer that sums both halves'
+// partials, reproduce BN over the whole batch. N batch, C channels, M = N·H·W.
 #include <gtest/gtest.h>
 
+#include <barrier>
 #include <cmath>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "model/backend.h"
@@ -20,6 +24,7 @@ struct Case {
   Dims dims;
   Layout layout;
   bool fuse_relu;
+  BatchNormImpl impl = BatchNormImpl::kAuto;
 };
 
 std::ostream& operator<<(std::ostream& os, const Case& c) { return os << c.name; }
@@ -107,7 +112,8 @@ TEST_P(BatchNormTest, TrainEvalBackwardMatchReference) {
   const Dims d = p.dims;
   const size_t nc = size_t(d.c);
   auto be = make_cpu_backend({.threads = 2});
-  auto op_or = be->make_batch_norm({.dims = d, .layout = p.layout, .eps = 1e-5f, .fuse_relu = p.fuse_relu});
+  BatchNormDesc desc{.dims = d, .layout = p.layout, .eps = 1e-5f, .fuse_relu = p.fuse_relu, .impl = p.impl, .reducer = {}};
+  auto op_or = be->make_batch_norm(desc);
   ASSERT_TRUE(op_or.is_ok()) << op_or.status().to_string();
   auto& op = *op_or;
 
@@ -212,19 +218,39 @@ TEST_P(BatchNormTest, TrainEvalBackwardMatchReference) {
   expect_close(download(*be, y.t), ref.normalize(xh, gamma, beta, emd, evd, p.fuse_relu), 1e-5, "y eval");
 }
 
-INSTANTIATE_TEST_SUITE_P(Shapes, BatchNormTest,
-                         ::testing::Values(Case{"plain", {3, 6, 4, 5}, Layout::kNCHW, false},
-                                           Case{"plain_relu", {3, 6, 4, 5}, Layout::kNCHW, true},
-                                           Case{"blocked16", {2, 32, 5, 3}, Layout::kNChw16c, false},
-                                           Case{"blocked16_relu", {2, 32, 5, 3}, Layout::kNChw16c, true},
-                                           Case{"nhwc_relu", {2, 24, 3, 3}, Layout::kNHWC, true}),
+// Every shape runs on both implementations: the fused kernels (default) and oneDNN's.
+std::vector<Case> cases() {
+  const std::vector<Case> shapes = {
+      {"plain", {3, 6, 4, 5}, Layout::kNCHW, false},
+      {"plain_relu", {3, 6, 4, 5}, Layout::kNCHW, true},
+      {"blocked16", {2, 32, 5, 3}, Layout::kNChw16c, false},
+      {"blocked16_relu", {2, 32, 5, 3}, Layout::kNChw16c, true},
+      {"blocked16_padded_relu", {2, 20, 3, 3}, Layout::kNChw16c, true},  // last block 4 of 16 lanes
+      {"blocked8_relu", {3, 16, 3, 2}, Layout::kNChw8c, true},
+      {"nhwc_relu", {2, 24, 3, 3}, Layout::kNHWC, true},
+      {"nhwc_odd", {2, 5, 3, 3}, Layout::kNHWC, false},                 // runtime block size
+      {"parallel", {4, 32, 16, 16}, Layout::kNChw16c, false},  // above the OpenMP threshold (no kink-free channel with ReLU)
+  };
+  std::vector<Case> out;
+  for (BatchNormImpl impl : {BatchNormImpl::kFused, BatchNormImpl::kOneDnn}) {
+    for (Case c : shapes) {
+      c.impl = impl;
+      c.name += impl == BatchNormImpl::kFused ? "_fused" : "_onednn";
+      out.push_back(c);
+    }
+  }
+  return out;
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, BatchNormTest, ::testing::ValuesIn(cases()),
                          [](const ::testing::TestParamInfo<Case>& info) { return info.param.name; });
 
 TEST(BatchNormRunningStats, MomentumUpdateAccumulatesOverSteps) {
   // Two steps on the same batch: running = 0.9·(0.9·r0 + 0.1·b) + 0.1·b.
   auto be = make_cpu_backend({.threads = 2});
   const Dims d{4, 2, 1, 1};  // M = 4
-  auto op = be->make_batch_norm({.dims = d, .layout = Layout::kNCHW});
+  auto op = be->make_batch_norm({.dims = d, .layout = Layout::kNCHW, .eps = 1e-5f, .fuse_relu = false,
+                                 .impl = BatchNormImpl::kAuto, .reducer = {}});
   ASSERT_TRUE(op.is_ok());
   std::vector<float> xh = {1, 10, 2, 20, 3, 30, 6, 60};  // channel 0: 1 2 3 6; channel 1: ten times that
   auto x = make_tensor(*be, d, Layout::kNCHW), y = make_tensor(*be, d, Layout::kNCHW);
@@ -239,6 +265,172 @@ TEST(BatchNormRunningStats, MomentumUpdateAccumulatesOverSteps) {
   EXPECT_NEAR(rm[0], 0.9 * 0.1 * 3 + 0.1 * 3, 1e-5);
   EXPECT_NEAR(rv[0], 0.9 * (0.9 + 0.1 * 14.0 / 3) + 0.1 * 14.0 / 3, 1e-5);
   EXPECT_NEAR(rv[1], 0.9 * (0.9 + 0.1 * 1400.0 / 3) + 0.1 * 1400.0 / 3, 1e-3);
+}
+
+// Two ranks as two threads: reducer(r) sums the two callers' data like MPI_Allreduce(MPI_SUM).
+class TwoRankSum {
+ public:
+  BnReducer reducer(int rank) {
+    return [this, rank](double* data, int count) {
+      slot_[rank].assign(data, data + count);
+      barrier_.arrive_and_wait();
+      for (int i = 0; i < count; ++i) data[i] = slot_[0][size_t(i)] + slot_[1][size_t(i)];
+      barrier_.arrive_and_wait();  // both have read before either call overwrites a slot again
+      return Status::ok();
+    };
+  }
+
+ private:
+  std::barrier<> barrier_{2};
+  std::vector<double> slot_[2];
+};
+
+TEST(SyncBatchNorm, TwoHalfBatchesWithReducerEqualWholeBatch) {
+  const Dims whole{6, 32, 5, 4}, half{3, 32, 5, 4};
+  const Layout layout = Layout::kNChw16c;
+  const size_t nc = size_t(whole.c), half_count = size_t(half.count());
+  auto be = make_cpu_backend({.threads = 2});
+  auto xh = random_vec(size_t(whole.count()), 11, -1.f, 3.f);
+  auto rh = random_vec(size_t(whole.count()), 12, -1.f, 1.f);
+  auto gamma = random_vec(nc, 13, 0.5f, 1.5f), beta = random_vec(nc, 14, -0.5f, 0.5f);
+
+  TwoRankSum comm;
+  struct Rank {
+    std::unique_ptr<BatchNormOp> op;
+    DevTensor x, y, dy, dx;
+    std::vector<float> sm, sv, rm, rv, dg, db;
+    Status fwd, bwd;
+  } ranks[2];
+  for (int r = 0; r < 2; ++r) {
+    Rank& k = ranks[r];
+    auto op = be->make_batch_norm({.dims = half, .layout = layout, .eps = 1e-5f, .fuse_relu = true,
+                                   .impl = BatchNormImpl::kAuto, .reducer = comm.reducer(r)});
+    ASSERT_TRUE(op.is_ok()) << op.status().to_string();
+    k.op = std::move(op).value();
+    k.x = make_tensor(*be, half, layout), k.y = make_tensor(*be, half, layout);
+    k.dy = make_tensor(*be, half, layout), k.dx = make_tensor(*be, half, layout);
+    ASSERT_TRUE(be->upload_nchw(xh.data() + r * half_count, k.x.t).is_ok());  // images [3r, 3r + 3)
+    ASSERT_TRUE(be->upload_nchw(rh.data() + r * half_count, k.dy.t).is_ok());
+    k.sm.resize(nc), k.sv.resize(nc), k.rm.assign(nc, 0.25f), k.rv.assign(nc, 2.f);
+    k.dg.assign(nc, 7.f), k.db.assign(nc, 7.f);
+  }
+  auto run = [&](int r) {
+    Rank& k = ranks[r];
+    k.fwd = k.op->forward_train(k.x.t, gamma.data(), beta.data(), k.y.t, k.sm.data(), k.sv.data(), k.rm.data(),
+                                k.rv.data(), 0.1f);
+    k.bwd = k.op->backward(k.x.t, k.y.t, k.dy.t, gamma.data(), k.sm.data(), k.sv.data(), k.dx.t, k.dg.data(),
+                           k.db.data(), /*accumulate=*/false);
+  };
+  std::thread other(run, 1);
+  run(0);
+  other.join();
+  ASSERT_TRUE(ranks[0].fwd.is_ok() && ranks[1].fwd.is_ok()) << ranks[0].fwd.to_string() << ranks[1].fwd.to_string();
+  ASSERT_TRUE(ranks[0].bwd.is_ok() && ranks[1].bwd.is_ok()) << ranks[0].bwd.to_string() << ranks[1].bwd.to_string();
+
+  // The whole batch in double precision.
+  Ref ref{whole, {}, {}};
+  ref.stats(xh);
+  const std::vector<double> y_ref = ref.normalize(xh, gamma, beta, ref.mean, ref.var, true);
+  std::vector<double> dy_masked(rh.size());
+  for (size_t i = 0; i < rh.size(); ++i) dy_masked[i] = y_ref[i] <= 0 ? 0 : rh[i];
+  std::vector<double> dx_ref, dg_ref, db_ref;
+  ref.backward(xh, dy_masked, gamma, dx_ref, dg_ref, db_ref);
+  std::vector<double> want_rm(nc), want_rv(nc);
+  for (size_t c = 0; c < nc; ++c) {
+    want_rm[c] = 0.9 * 0.25 + 0.1 * ref.mean[c];
+    want_rv[c] = 0.9 * 2.0 + 0.1 * ref.var[c] * ref.m() / (ref.m() - 1);  // global M = 120
+  }
+  auto slice = [&](const std::vector<double>& v, int r) {
+    return std::vector<double>(v.begin() + long(r * half_count), v.begin() + long((r + 1) * half_count));
+  };
+  for (int r = 0; r < 2; ++r) {
+    const std::string tag = " rank " + std::to_string(r);
+    expect_close(ranks[r].sm, ref.mean, 1e-6, "global mean" + tag);
+    expect_close(ranks[r].sv, ref.var, 1e-6, "global var" + tag);
+    expect_close(ranks[r].rm, want_rm, 1e-6, "running_mean" + tag);
+    expect_close(ranks[r].rv, want_rv, 1e-6, "running_var" + tag);
+    expect_close(download(*be, ranks[r].y.t), slice(y_ref, r), 1e-5, "y" + tag);
+    expect_close(download(*be, ranks[r].dx.t), slice(dx_ref, r), 1e-4, "dx" + tag);
+  }
+  // Every rank holds the same statistics, bit for bit (the running stats must not drift apart).
+  EXPECT_EQ(ranks[0].rm, ranks[1].rm);
+  EXPECT_EQ(ranks[0].rv, ranks[1].rv);
+  // dgamma/dbeta are each rank's share; the gradient allreduce adds them up to the whole batch's.
+  std::vector<float> dg_sum(nc), db_sum(nc);
+  for (size_t c = 0; c < nc; ++c) dg_sum[c] = ranks[0].dg[c] + ranks[1].dg[c], db_sum[c] = ranks[0].db[c] + ranks[1].db[c];
+  expect_close(dg_sum, dg_ref, 1e-5, "dgamma rank sum");
+  expect_close(db_sum, db_ref, 1e-5, "dbeta rank sum");
+}
+
+TEST(SyncBatchNorm, ReducerErrorIsReturned) {
+  auto be = make_cpu_backend({.threads = 1});
+  const Dims d{2, 16, 2, 2};
+  auto op = be->make_batch_norm({.dims = d, .layout = Layout::kNChw16c, .eps = 1e-5f, .fuse_relu = false,
+                                 .impl = BatchNormImpl::kAuto,
+                                 .reducer = [](double*, int) { return Status::unavailable("rank 1 died"); }});
+  ASSERT_TRUE(op.is_ok());
+  auto x = make_tensor(*be, d, Layout::kNChw16c), y = make_tensor(*be, d, Layout::kNChw16c);
+  std::vector<float> g(16, 1.f), b(16, 0.f), sm(16), sv(16), rm(16, 0.f), rv(16, 1.f);
+  Status st = (*op)->forward_train(x.t, g.data(), b.data(), y.t, sm.data(), sv.data(), rm.data(), rv.data(), 0.1f);
+  EXPECT_FALSE(st.is_ok());
+  EXPECT_NE(st.message().find("rank 1 died"), std::string::npos) << st.to_string();
+  // oneDNN's BN has no reducer: asking for one is an error, not a silently local BN.
+  auto bad = be->make_batch_norm({.dims = d, .layout = Layout::kNChw16c, .eps = 1e-5f, .fuse_relu = false,
+                                  .impl = BatchNormImpl::kOneDnn, .reducer = [](double*, int) { return Status::ok(); }});
+  EXPECT_FALSE(bad.is_ok());
+}
+
+TEST(BatchNormFused, LargeTensorStreamingStoresMatchReference) {
+  // 4 MiB output: the AVX-512 path writes y and dx with non-temporal stores.
+  auto be = make_cpu_backend({.threads = 2});
+  const Dims d{8, 32, 64, 64};
+  const size_t nc = size_t(d.c);
+  auto xh = random_vec(size_t(d.count()), 31, -1.f, 3.f), rh = random_vec(size_t(d.count()), 32, -1.f, 1.f);
+  auto g = random_vec(nc, 33, 0.5f, 1.5f), b = random_vec(nc, 34, -0.5f, 0.5f);
+  auto x = make_tensor(*be, d, Layout::kNChw16c), y = make_tensor(*be, d, Layout::kNChw16c);
+  auto dy = make_tensor(*be, d, Layout::kNChw16c), dx = make_tensor(*be, d, Layout::kNChw16c);
+  ASSERT_TRUE(be->upload_nchw(xh.data(), x.t).is_ok());
+  ASSERT_TRUE(be->upload_nchw(rh.data(), dy.t).is_ok());
+  auto op = be->make_batch_norm({.dims = d, .layout = Layout::kNChw16c, .eps = 1e-5f, .fuse_relu = true,
+                                 .impl = BatchNormImpl::kFused, .reducer = {}});
+  ASSERT_TRUE(op.is_ok());
+  std::vector<float> sm(nc), sv(nc), rm(nc, 0.f), rv(nc, 1.f), dg(nc), db(nc);
+  ASSERT_TRUE((*op)->forward_train(x.t, g.data(), b.data(), y.t, sm.data(), sv.data(), rm.data(), rv.data(), 0.1f)
+                  .is_ok());
+  ASSERT_TRUE((*op)->backward(x.t, y.t, dy.t, g.data(), sm.data(), sv.data(), dx.t, dg.data(), db.data(), false)
+                  .is_ok());
+  Ref ref{d, {}, {}};
+  ref.stats(xh);
+  const std::vector<double> y_ref = ref.normalize(xh, g, b, ref.mean, ref.var, true);
+  std::vector<double> dy_masked(rh.size()), dx_ref, dg_ref, db_ref;
+  for (size_t i = 0; i < rh.size(); ++i) dy_masked[i] = y_ref[i] <= 0 ? 0 : rh[i];
+  ref.backward(xh, dy_masked, g, dx_ref, dg_ref, db_ref);
+  expect_close(download(*be, y.t), y_ref, 1e-5, "y");
+  expect_close(download(*be, dx.t), dx_ref, 1e-4, "dx");
+  expect_close(dg, dg_ref, 1e-4, "dgamma");
+  expect_close(db, db_ref, 1e-4, "dbeta");
+}
+
+TEST(BatchNormFused, LargeOffsetKeepsVarianceAccurate) {
+  // x = 1000 + U(-1, 1): E[x²] - E[x]² would lose everything in fp32; shifted double sums do not.
+  auto be = make_cpu_backend({.threads = 2});
+  const Dims d{8, 16, 8, 8};
+  auto xh = random_vec(size_t(d.count()), 21, -1.f, 1.f);
+  for (float& v : xh) v += 1000.f;
+  auto x = make_tensor(*be, d, Layout::kNChw16c), y = make_tensor(*be, d, Layout::kNChw16c);
+  ASSERT_TRUE(be->upload_nchw(xh.data(), x.t).is_ok());
+  auto op = be->make_batch_norm({.dims = d, .layout = Layout::kNChw16c, .eps = 1e-5f, .fuse_relu = false,
+                                 .impl = BatchNormImpl::kFused, .reducer = {}});
+  ASSERT_TRUE(op.is_ok());
+  Ref ref{d, {}, {}};
+  ref.stats(xh);
+  std::vector<float> g(16, 1.f), b(16, 0.f), sm(16), sv(16), rm(16, 0.f), rv(16, 1.f);
+  for (int step = 0; step < 2; ++step) {  // step 0 unshifted (running mean 0), step 1 shifted by ~100
+    ASSERT_TRUE((*op)->forward_train(x.t, g.data(), b.data(), y.t, sm.data(), sv.data(), rm.data(), rv.data(), 0.1f)
+                    .is_ok());
+    for (size_t c = 0; c < 16; ++c) EXPECT_NEAR(sv[c], ref.var[c], 1e-5 * ref.var[c]) << "step " << step << " c " << c;
+  }
+  expect_close(download(*be, y.t), ref.normalize(xh, g, b, ref.mean, ref.var, false), 1e-4, "y");
 }
 
 }  // namespace

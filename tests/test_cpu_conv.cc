@@ -106,6 +106,32 @@ TEST_P(ConvTest, ForwardBackwardMatchReferenceAndFiniteDifferences) {
   expect_close(download(*be, y.t), y_ref, 1e-4, "y");
   ASSERT_TRUE(op->backward_data(dy.t, w, dx.t).is_ok());
   expect_close(download(*be, dx.t), dx_ref, 1e-4, "dx");
+
+  // backward_data_accumulate (1x1 convs: the projection shortcut) adds dx to what is there.
+  if (p.k == 1 && p.pad == 0 && p.groups == 1 && p.in_layout == Layout::kNChw16c) {
+    EXPECT_TRUE(op->accumulates_data()) << "1x1 conv on nChw16c should fuse the shortcut gradient merge";
+  }
+  if (op->accumulates_data()) {
+    auto base = random_vec(xh.size(), 4);
+    auto dx_sum = make_tensor(*be, d.in, p.in_layout);
+    ASSERT_TRUE(be->upload_nchw(base.data(), dx_sum.t).is_ok());
+    std::vector<double> sum_ref(xh.size());
+    for (size_t i = 0; i < xh.size(); ++i) sum_ref[i] = base[i] + dx_ref[i];
+    ASSERT_TRUE(op->backward_data_accumulate(dy.t, w, dx_sum.t).is_ok());
+    expect_close(download(*be, dx_sum.t), sum_ref, 1e-4, "dx accumulated");
+    // Padding lanes of a blocked layout stay 0.
+    const int64_t cpad = padded_channels(p.c, p.in_layout);
+    if (cpad != p.c) {
+      const int b = layout_channel_block(p.in_layout);
+      const int64_t hw = int64_t(p.h) * p.w;
+      for (int64_t i = 0; i < dx_sum.t.padded_count(); ++i) {
+        const bool last_block = (i / (hw * b)) % (cpad / b) == cpad / b - 1;
+        if (last_block && i % b >= p.c % b) {
+          ASSERT_EQ(dx_sum.t.data[i], 0.f) << "padding at " << i;
+        }
+      }
+    }
+  }
   ASSERT_TRUE(op->backward_weights(x.t, dy.t, dw, /*accumulate=*/false).is_ok());
   expect_close(std::vector<float>(dw, dw + wcount), dw_ref, 1e-4, "dw");
 
@@ -152,6 +178,10 @@ INSTANTIATE_TEST_SUITE_P(
         Case{"stem7x7s2_3ch", 2, 3, 20, 20, 64, 7, 2, 3, 1, Layout::kNCHW},
         Case{"downsample1x1s2", 2, 64, 8, 8, 256, 1, 2, 0, 1, Layout::kNChw16c},
         Case{"bottleneck1x1", 2, 256, 6, 6, 128, 1, 1, 0, 1, Layout::kNChw16c},
+        Case{"downsample1x1s2_odd", 3, 32, 7, 7, 64, 1, 2, 0, 1, Layout::kNChw16c},
+        Case{"downsample1x1s1", 2, 32, 5, 6, 64, 1, 1, 0, 1, Layout::kNChw16c},
+        Case{"plain_in_1x1_s2", 2, 8, 7, 7, 16, 1, 2, 0, 1, Layout::kNCHW},
+        Case{"padded_c24_1x1s2", 2, 24, 5, 5, 32, 1, 2, 0, 1, Layout::kNChw16c},
         // Plain inputs and the small model's shapes (8 groups of 4, 1 input channel).
         Case{"plain_in_1x1", 2, 8, 6, 6, 32, 1, 1, 0, 1, Layout::kNCHW},
         Case{"plain_in_3x3_groups2", 2, 8, 7, 5, 6, 3, 1, 1, 2, Layout::kNCHW},

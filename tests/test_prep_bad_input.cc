@@ -17,7 +17,7 @@ namespace {
 
 using namespace sx::dataplane::testing;
 
-const fs::path kDataDir = fs::path(__FILE__).parent_path() / "data";
+const fs::path kDataDir = fs::path(SX_TESTS_DIR) / "data";
 
 struct BadCase {
   std::string file;    // as written in the list

@@ -234,9 +234,6 @@ Status validate_job_config(const JobConfig& c) {
   if (c.comm.ranks_per_node < 0) return bad(c, "comm.ranks_per_node", "must be >= 0" + got(c.comm.ranks_per_node));
   if (c.numerics.threads < 0 || c.numerics.threads > 1024)
     return bad(c, "numerics.threads", "must be in [0, 1024]" + got(c.numerics.threads));
-  if (c.numerics.sync_bn)
-    return bad(c, "numerics.sync_bn", "synchronised BN is not implemented yet (it needs batch-statistics "
-                                      "allreduce inside the backend's BN); HINT: set it to false");
   if (c.log.every_steps < 1) return bad(c, "log.every_steps", "must be >= 1" + got(c.log.every_steps));
   return Status::ok();
 }

@@ -95,7 +95,7 @@ struct CommConfig {
 
 struct NumericsConfig {
   int threads = 0;                  // compute threads per rank; 0 = cores / local ranks
-  bool sync_bn = false;             // not supported yet (needs a backend change), must stay false
+  bool sync_bn = false;             // BN statistics over the global batch (allreduced); turns comm.overlap off
   bool check_finite = true;         // stop when the loss becomes NaN/inf
 };
 
@@ -110,6 +110,12 @@ struct CoordConfig {
   std::string job;                  // job name the coordinator serves; "" = run_dir's last component
   double connect_timeout_s = 30;    // give up (error naming the endpoint) when nobody answers by then
   int64_t check_every_steps = 1;    // leader polls LR overrides and broadcasts them every N steps
+};
+
+// Read by sx_launch (the elastic supervisor) when it relaunches the job on another number of ranks.
+struct ElasticConfig {
+  bool keep_global_batch = false;   // true: global batch and LR schedule unchanged by a resize (per-rank
+                                    // batch / accumulation adapt); false: per-rank batch kept, LR scaled linearly
 };
 
 struct JobConfig {
@@ -131,6 +137,7 @@ struct JobConfig {
   NumericsConfig numerics;
   LogConfig log;
   CoordConfig coord;
+  ElasticConfig elastic;
 
   std::string source;               // the YAML file it came from ("" = defaults only)
   std::string checkpoint_dir() const { return checkpoint.dir.empty() ? run_dir : checkpoint.dir; }

@@ -211,7 +211,8 @@ std::vector<ConfigField> build_fields() {
       FIELD(comm.ranks_per_node, "", "treat k consecutive ranks as one node (0 = real nodes; testing)"),
 
       FIELD(numerics.threads, "", "compute threads per rank (0 = cores / ranks on this node)"),
-      FIELD(numerics.sync_bn, "", "synchronised batch norm (not implemented yet: must be false)"),
+      FIELD(numerics.sync_bn, "", "SyncBN: BN statistics over the global batch (allreduced in forward and backward; "
+                                  "the gradient allreduce then does not overlap backward)"),
       FIELD(numerics.check_finite, "", "stop with an error when the loss is NaN or infinite"),
 
       FIELD(log.every_steps, "", "train record interval in metrics.jsonl and the progress line"),
@@ -222,6 +223,10 @@ std::vector<ConfigField> build_fields() {
       FIELD(coord.job, "", "job name the coordinator serves (\"\" = the last component of run_dir)"),
       FIELD(coord.connect_timeout_s, "", "fail when no coordinator answers within this many seconds"),
       FIELD(coord.check_every_steps, "", "rank 0 polls LR overrides and broadcasts them every N steps (>= 1)"),
+
+      FIELD(elastic.keep_global_batch, "",
+            "sx_launch resize: keep the global batch and LR schedule (per-rank batch / accumulation adapt); "
+            "false = keep the per-rank batch and scale the LR linearly"),
   };
 }
 

@@ -3,6 +3,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <climits>
 #include <cmath>
@@ -94,7 +95,38 @@ StatusOr<std::unique_ptr<CoordLink>> CoordLink::open(const JobConfig& c, MpiEnv&
   // The first heartbeat reply carries every stored override: with it in hand before step 0, a
   // (re)started job applies them from its first step instead of a few steps in.
   wait_answered(*link->client_, 1, 3.0);
+  if (env.is_root()) link->initial_notices_ = link->client_->poll_notices();
   return link;
+}
+
+Status CoordLink::sync_notices(int64_t step) {
+  if (!enabled() || step % every_ != 0) return Status::ok();
+  int64_t msg[3] = {plan_.id != 0 ? int64_t(plan_.id) : 0, int64_t(plan_.kind), plan_.step};
+  if (env_->is_root()) {
+    std::vector<coord::Notice> fresh = client_->poll_notices();
+    if (!notices_synced_) {
+      for (const coord::Notice& n : initial_notices_) {
+        if (n.from_step > step) fresh.push_back(n);
+        else
+          std::fprintf(stderr, "rank 0: ignoring %s notice #%llu from before this launch (from step %lld)\n",
+                       n.kind == coord::NoticeKind::kDrain ? "drain" : "stop", static_cast<unsigned long long>(n.id),
+                       static_cast<long long>(n.from_step));
+      }
+      initial_notices_.clear();
+    }
+    for (const coord::Notice& n : fresh) {
+      const int64_t at = std::max(n.from_step, step);
+      if (plan_.id != 0 && plan_.step <= at) continue;  // the earliest plan wins
+      plan_ = StopPlan{n.id, n.kind, at, n.reason};
+      msg[0] = int64_t(n.id);
+      msg[1] = int64_t(n.kind);
+      msg[2] = at;
+    }
+  }
+  notices_synced_ = true;
+  SX_MPI(MPI_Bcast(msg, 3, MPI_INT64_T, 0, env_->world()));
+  if (msg[0] != 0 && !env_->is_root()) plan_ = StopPlan{uint64_t(msg[0]), coord::NoticeKind(msg[1]), msg[2], {}};
+  return Status::ok();
 }
 
 Status CoordLink::sync_overrides(int64_t step) {

@@ -103,13 +103,7 @@ Status Trainer::setup() {
   SX_ASSIGN_OR_RETURN(job_, resolve_job(c_, train_manifest_, env_.world_size(), env_.local_size()));
 
   backend_ = model::make_cpu_backend({.threads = job_.threads});
-  model::NetworkOptions no;
-  no.batch = job_.per_rank;
-  no.image_h = no.image_w = job_.image_size;
-  no.seed = c_.seed;
-  no.bn_momentum = float(c_.model.bn_momentum);
-  no.bn_eps = float(c_.model.bn_eps);
-  SX_ASSIGN_OR_RETURN(net_, model::Network::build(*backend_, job_.spec, no));
+  SX_ASSIGN_OR_RETURN(net_, model::Network::build(*backend_, job_.spec, network_options(c_, job_, env_)));
   if (net_->backend().is_device())
     return Status::unimplemented("sx_worker: device backends need host staging of checkpoints (not written yet)");
 
@@ -120,7 +114,8 @@ Status Trainer::setup() {
     CommOptions co;
     SX_ASSIGN_OR_RETURN(co.algorithm, parse_comm_algorithm(c_.comm.algorithm));
     co.bucket_bytes = std::max<int64_t>(4, int64_t(c_.comm.bucket_mb * 1048576.0));
-    co.overlap = c_.comm.overlap;
+    // SyncBN calls MPI inside backward: the gradient allreduce then runs after it (see train_model.h).
+    co.overlap = c_.comm.overlap && !c_.numerics.sync_bn;
     co.ranks_per_node = c_.comm.ranks_per_node;
     co.average = false;  // the 1/world scale is folded into the SGD pass (SgdHyper::grad_scale)
     SX_ASSIGN_OR_RETURN(comm_, Communicator::create(env_, std::span<float>(net_->grads_data(), net_->param_count()),
@@ -186,6 +181,13 @@ Status Trainer::load_start_state() {
     if (step_in_epoch_ >= job_.steps_per_epoch) {
       ++epoch_;
       step_in_epoch_ = 0;
+    }
+    if (m.global_batch != job_.global_batch) {
+      // A resize (sx_launch): the step grid follows the new global batch, so the epoch-based schedule
+      // and the end of the run stay where they were in samples.
+      step_ = epoch_ * job_.steps_per_epoch + step_in_epoch_;
+      say("the step grid changed with the global batch: resuming at step " + std::to_string(step_) + " (was " +
+          std::to_string(m.step) + ")");
     }
     last_saved_step_ = step_;
     say("resumed from " + loaded->path + " at step " + std::to_string(step_) + " (epoch " + std::to_string(epoch_) +
@@ -313,6 +315,15 @@ Status Trainer::train() {
     }
     // A collective point: every rank receives the same overrides before the same step.
     SX_TRY(coord_->sync_overrides(step_));
+    SX_TRY(coord_->sync_notices(step_));
+    if (const StopPlan* stop = coord_->stop_before(step_)) {  // every rank, same step
+      const bool drain = stop->kind == coord::NoticeKind::kDrain;
+      if (drain) SX_TRY(save_checkpoint());
+      say(std::string(drain ? "drain" : "stop") + " notice #" + std::to_string(stop->id) + ": leaving at step " +
+          std::to_string(step_) + (drain ? " after a checkpoint" : " without a checkpoint") +
+          (stop->reason.empty() ? std::string() : " (" + stop->reason + ")"));
+      break;
+    }
     LrSwitch sw;
     const double lr = coord_->lr_at(schedule_->lr_at(step_), step_, &sw);
     if (sw.id != 0)

@@ -93,6 +93,21 @@ dataplane::TransformConfig data_transform(const JobConfig& c, const ResolvedJob&
   return t;
 }
 
+model::BnReducer sync_bn_reducer(MpiEnv& env) {
+  return [&env](double* data, int count) { return env.allreduce_sum(std::span<double>(data, size_t(count))); };
+}
+
+model::NetworkOptions network_options(const JobConfig& c, const ResolvedJob& job, MpiEnv& env) {
+  model::NetworkOptions no;
+  no.batch = job.per_rank;
+  no.image_h = no.image_w = job.image_size;
+  no.seed = c.seed;
+  no.bn_momentum = float(c.model.bn_momentum);
+  no.bn_eps = float(c.model.bn_eps);
+  if (c.numerics.sync_bn) no.bn_reducer = sync_bn_reducer(env);
+  return no;
+}
+
 namespace {
 
 template <typename Out>

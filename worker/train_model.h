@@ -1,6 +1,7 @@
 // defines: sx::worker::ResolvedJob (the config turned into concrete sizes for this world),
 // resolve_job, make_model_spec, data_transform, checkpoint tensors of a Network (params/, momentum/,
-// bn_stats/ as storage/ names them) and the thread count per rank.
+// bn_stats/ as storage/ names them), the thread count per rank, and the network options (with the
+// SyncBN reducer).
 #pragma once
 
 #include <cstdint>
@@ -13,6 +14,7 @@
 #include "model/network.h"
 #include "model/se_resnext.h"
 #include "storage/checkpoint.h"
+#include "worker/comm_env.h"
 #include "worker/config.h"
 
 namespace sx::worker {
@@ -38,6 +40,15 @@ int threads_per_rank(int configured, int local_size);
 
 // The reader's transform for training (train = true) or eval, with the config's normalisation.
 dataplane::TransformConfig data_transform(const JobConfig& config, const ResolvedJob& job, int channels, bool train);
+
+// SyncBN (numerics.sync_bn): BN's reducer, an MPI_SUM allreduce of its few doubles over env.world().
+// It runs on the compute thread inside forward and backward, so the gradient allreduce must not
+// overlap backward (MPI_THREAD_SERIALIZED: one MPI caller at a time); the trainer turns overlap off.
+model::BnReducer sync_bn_reducer(MpiEnv& env);
+
+// The Network's options for this job: per-rank batch, image size, seed, BN constants and, with
+// numerics.sync_bn, the SyncBN reducer (env must outlive the network).
+model::NetworkOptions network_options(const JobConfig& config, const ResolvedJob& job, MpiEnv& env);
 
 // Named views of the network's buffers, for save (refs) and load (slots). Backend memory must be
 // host-addressable (the CPU backend); a device backend would stage through host copies here.

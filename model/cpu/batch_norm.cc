@@ -1,6 +1,7 @@
 // BatchNormOp on oneDNN batch_normalization: training forward (batch statistics, optional fused
 // ReLU whose workspace the op keeps for backward), eval forward (running statistics), backward.
-// N batch, C channels, H, W; M = N·H·W values per channel.
+// N batch, C channels, H, W; M = N·H·W values per channel. Kept as BatchNormImpl::kOneDnn, the
+// comparison point of the fused kernels (batch_norm_fused.cc, the default).
 #include <string>
 #include <vector>
 
@@ -152,6 +153,9 @@ class CpuBatchNormOp final : public BatchNormOp {
 StatusOr<std::unique_ptr<BatchNormOp>> make_cpu_batch_norm(CpuBackend& backend, const BatchNormDesc& desc) {
   SX_CHECK_ARG(desc.dims.count() > 0, "batch norm: empty tensor");
   SX_CHECK_ARG(desc.eps > 0.f, "batch norm: eps must be positive");
+  if (desc.impl == BatchNormImpl::kFused || (desc.impl == BatchNormImpl::kAuto && desc.reducer))
+    return make_fused_batch_norm(desc);
+  SX_CHECK_ARG(!desc.reducer, "batch norm: the oneDNN implementation has no SyncBN reducer; HINT: use impl kFused");
   auto op = std::make_unique<CpuBatchNormOp>(backend, desc);
   SX_TRY(op->init().with_context("batch norm " + desc.dims.to_string()));
   return std::unique_ptr<BatchNormOp>(std::move(op));

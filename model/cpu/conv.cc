@@ -6,6 +6,8 @@
 // (desc.in_layout in, activation_layout(OC) out) so nothing is reordered between layers; only
 // where that would land on a reference implementation (e.g. backward-data into a 3-channel
 // plain input) the primitive picks its own format and the op reorders, counted by the backend.
+// 1x1 convs also plan backward_data_accumulate (the projection shortcut's input gradient added
+// straight into the block input's gradient; see plan_accumulate).
 #include <string>
 
 #include <vector>
@@ -14,6 +16,7 @@
 #include "model/cpu/cpu_backend.h"
 #include "model/cpu/dnnl_util.h"
 #include "model/cpu/grouped_conv_direct.h"
+#include "model/cpu/layout_view.h"
 
 namespace sx::model::cpu {
 namespace {
@@ -84,6 +87,25 @@ memory::format_tag format_tag_of(ConvFormat f) {
 template <typename PD>
 bool is_slow_impl(const PD& pd) {
   return is_ref_impl(pd) || std::string(pd.impl_info_str()).find("gemm") != std::string::npos;
+}
+
+// dx[n, c, oh·S, ow·S] += t[n, c, oh, ow]: the input gradient of a strided 1x1 conv, which is zero
+// at every other pixel. t (N, C, OH, OW) and dx (N, C, H, W) share a layout.
+void add_strided(const LayoutView& t, int oh_n, int ow_n, const LayoutView& dx, int w, int s) {
+  const int B = t.b;
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int n = 0; n < t.n; ++n)
+    for (int j = 0; j < t.cb; ++j) {
+      const float* tb = t.block(n, j);
+      float* db = dx.block(n, j);
+      for (int oh = 0; oh < oh_n; ++oh)
+        for (int ow = 0; ow < ow_n; ++ow) {
+          const float* a = tb + (int64_t(oh) * ow_n + ow) * B;
+          float* d = db + (int64_t(oh) * s * w + int64_t(ow) * s) * B;
+#pragma omp simd
+          for (int l = 0; l < B; ++l) d[l] += a[l];
+        }
+    }
 }
 
 class CpuConvOp final : public CpuConv {
@@ -159,6 +181,7 @@ class CpuConvOp final : public CpuConv {
       dw_prim_ = OwnedMemory::make(be_, bwd_w_pd_.diff_weights_desc());
       dw_to_plain_ = PlannedReorder::make(bwd_w_pd_.diff_weights_desc(), w_plain_md_, eng, false);
       dw_add_to_plain_ = PlannedReorder::make(bwd_w_pd_.diff_weights_desc(), w_plain_md_, eng, true);
+      plan_accumulate(x_md, y_md);
     });
   }
 
@@ -208,12 +231,66 @@ class CpuConvOp final : public CpuConv {
     });
   }
 
+  bool accumulates_data() const override { return acc_ok_; }
+
+  Status backward_data_accumulate(const Tensor& dy, const float* w, const Tensor& dx) override {
+    SX_TRY(check(dy, out_, out_layout_, "conv backward_data_accumulate dy"));
+    SX_TRY(check(dx, d_.in, d_.in_layout, "conv backward_data_accumulate dx"));
+    if (!acc_ok_) return Status::unimplemented("conv backward_data_accumulate: not planned for this shape");
+    return dnnl_call("conv backward_data_accumulate", [&] {
+      w_to_acc_.run(be_.stream(), const_cast<float*>(w), w_acc_.data());
+      acc_src_.set_data_handle(dy.data);
+      float* t = d_.stride == 1 ? dx.data : be_.scratch(1, acc_dst_.get_desc().get_size());
+      acc_dst_.set_data_handle(t);
+      acc_.execute(be_.stream(), {{DNNL_ARG_SRC, acc_src_}, {DNNL_ARG_WEIGHTS, w_acc_.mem}, {DNNL_ARG_DST, acc_dst_}});
+      if (d_.stride != 1) {
+        const Tensor tt{Dims{d_.in.n, d_.in.c, out_.h, out_.w}, d_.in_layout, t};
+        add_strided(LayoutView::of(tt), out_.h, out_.w, LayoutView::of(dx), d_.in.w, d_.stride);
+      }
+    });
+  }
+
   std::string impl_info() const override {
     return std::string(fwd_pd_.impl_info_str()) + " | " + bwd_data_pd_.impl_info_str() + " | " +
            bwd_w_pd_.impl_info_str();
   }
 
  private:
+  // backward_data_accumulate of a 1x1, pad-0, ungrouped conv is a forward 1x1 conv of dy with
+  // W^T (C, OC) at the output resolution: stride 1 adds it into dx with a sum post-op; stride S
+  // writes it to scratch and add_strided adds it to every S-th pixel of dx (the rest gets 0).
+  // Not planned (backward_data + add instead) where oneDNN would need a reorder or a slow kernel.
+  void plan_accumulate(const memory::desc& x_md, const memory::desc& y_md) {
+    if (d_.kh != 1 || d_.kw != 1 || d_.pad != 0 || d_.groups != 1) return;
+    try {
+      const memory::desc t_md =
+          d_.stride == 1 ? x_md : tensor_md(Dims{d_.in.n, d_.in.c, out_.h, out_.w}, d_.in_layout);
+      const memory::dims wt_dims = {d_.in.c, d_.oc, 1, 1}, one = {1, 1}, zero = {0, 0};
+      dnnl::primitive_attr attr;
+      if (d_.stride == 1) {
+        dnnl::post_ops po;
+        po.append_sum(1.f);
+        attr.set_post_ops(po);
+      }
+      using Fwd = dnnl::convolution_forward;
+      acc_pd_ = Fwd::primitive_desc(Fwd::desc(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
+                                              y_md, memory::desc(wt_dims, dt::f32, tag::any), t_md, one, zero, zero),
+                                    attr, be_.engine());
+      if (is_slow_impl(acc_pd_) || acc_pd_.src_desc() != y_md || acc_pd_.dst_desc() != t_md) return;
+      acc_ = Fwd(acc_pd_);
+      acc_src_ = handle_memory(y_md, be_.engine());
+      acc_dst_ = handle_memory(t_md, be_.engine());
+      w_acc_ = OwnedMemory::make(be_, acc_pd_.weights_desc());
+      // W^T (C, OC, 1, 1) is the plain (OC, C) weights read with swapped strides.
+      const memory::desc wt_view(wt_dims, dt::f32, memory::dims{1, d_.in.c, 1, 1});
+      w_to_acc_ = PlannedReorder::make(wt_view, acc_pd_.weights_desc(), be_.engine());
+      if (d_.stride != 1) be_.scratch(1, t_md.get_size());
+      acc_ok_ = true;
+    } catch (const dnnl::error&) {
+      acc_ok_ = false;  // no such primitive here: the caller falls back to backward_data + add
+    }
+  }
+
   static Status check(const Tensor& t, const Dims& dims, Layout layout, const char* what) {
     if (t.dims == dims && t.layout == layout && t.data != nullptr) return Status::ok();
     return Status::invalid_argument(std::string(what) + ": expected " + dims.to_string() + " " + layout_name(layout) +
@@ -236,6 +313,13 @@ class CpuConvOp final : public CpuConv {
   OwnedMemory w_fwd_, w_bd_, dw_prim_;        // weights / dW in the primitives' formats
   PlannedReorder w_to_fwd_, w_to_bd_, dw_to_plain_, dw_add_to_plain_;
   bool bd_shares_w_ = true;
+  // backward_data_accumulate (plan_accumulate): forward 1x1 conv of dy with W^T.
+  bool acc_ok_ = false;
+  dnnl::convolution_forward::primitive_desc acc_pd_;
+  dnnl::convolution_forward acc_;
+  memory acc_src_, acc_dst_;                  // dy (N, OC, OH, OW); dx or scratch (N, C, OH, OW)
+  OwnedMemory w_acc_;                         // W^T in acc_'s format
+  PlannedReorder w_to_acc_;
   const float* w_fwd_source_ = nullptr;       // the plain weights w_fwd_ was last filled from
 };
 

@@ -86,6 +86,8 @@ std::optional<Layout> layout_of(const dnnl::memory::desc& md, const Dims& dims);
 // One file per op kind.
 StatusOr<std::unique_ptr<ConvOp>> make_cpu_conv(CpuBackend& backend, const ConvDesc& desc);
 StatusOr<std::unique_ptr<BatchNormOp>> make_cpu_batch_norm(CpuBackend& backend, const BatchNormDesc& desc);
+// Our fused kernels (batch_norm_fused.cc); make_cpu_batch_norm picks it or oneDNN's by desc.impl.
+StatusOr<std::unique_ptr<BatchNormOp>> make_fused_batch_norm(const BatchNormDesc& desc);
 StatusOr<std::unique_ptr<PoolOp>> make_cpu_pool(CpuBackend& backend, const PoolDesc& desc);
 StatusOr<std::unique_ptr<LinearOp>> make_cpu_linear(CpuBackend& backend, const LinearDesc& desc);
 

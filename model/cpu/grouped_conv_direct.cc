@@ -5,14 +5,15 @@
 // All three passes share one scheme: rot_r, the lane permute that rotates each group of GS
 // lanes by r (lane l takes channel (l/GS)·GS + (l % GS + r) % GS), lines up input channel
 // (l % GS + r) % GS of lane l's group with lane l, so one FMA with a weight vector packed for
-// rotation r does 16 multiply-adds of the right groups. Each input (dy for backward-data) pixel
-// of a row is loaded once and rotated GS - 1 times in registers (r = 0 is free), and each
-// rotation feeds the 3 kw taps straight into register accumulators; weights come from L1:
+// rotation r does 16 multiply-adds of the right groups; weights come from L1:
 //   forward          y[oh, ow]     += rot_r(x[oh·S - 1 + kh, ow·S - 1 + kw]) · wf[kh, kw, r]
 //   backward-data    dx[ih, iw]    += rot_r(dy[oh, ow]) · wb[kh, kw, r]  (ih = oh·S - 1 + kh, ...)
 //   backward-weights dwp[kh, kw, r] += dy[oh, ow] · rot_r(x[oh·S - 1 + kh, ow·S - 1 + kw])
-// forward/backward-data keep up to kMaxOwb output pixels of a row in registers; backward-weights
-// keeps the 3 kw × 4 rotations of one kh in registers across a row. Each output element is
+// Forward and stride-1 backward-data rotate the outputs instead (conv_row_outrot: GS register
+// accumulators per output pixel, one rotation each at the end); stride-2 backward-data and
+// backward-weights load each input (dy) pixel of a row once and rotate it GS - 1 times in
+// registers (r = 0 is free), each rotation feeding the 3 kw taps; backward-weights keeps the
+// 3 kw × 4 rotations of one kh in registers across a row. Each output element is
 // written by one task in a fixed order, and backward-weights sums per-(n, cb) partials over n in
 // order, so the results do not depend on the thread count.
 #include "model/cpu/grouped_conv_direct.h"
@@ -47,7 +48,7 @@ bool grouped_conv_direct_supports(const ConvDesc& d) {
 namespace {
 
 constexpr int kLanes = 16;
-constexpr int kMaxOwb = 14;   // output pixels per register block: 14 accumulators
+constexpr int kMaxOwb = 14;   // dx pixels per conv_row_scatter2 block: 14 accumulators
 constexpr int kRowBlock = 8;  // output rows (dx rows for backward-data) per task
 
 // 64-byte aligned float scratch; grows, never shrinks.
@@ -69,10 +70,10 @@ class AlignedBuf {
   size_t size_ = 0;
 };
 
-// Calls f(start, count) over n pixels split into nearly equal blocks of at most kMaxOwb.
+// Calls f(start, count) over n pixels split into nearly equal blocks of at most max_block.
 template <typename F>
-void for_each_block(int n, F f) {
-  const int nb = (n + kMaxOwb - 1) / kMaxOwb;
+void for_each_block(int n, F f, int max_block = kMaxOwb) {
+  const int nb = (n + max_block - 1) / max_block;
   int start = 0;
   for (int b = 0; b < nb; ++b) {
     const int count = n / nb + (b < n % nb ? 1 : 0);
@@ -90,55 +91,64 @@ __m512i rot_index(int r) {
   return _mm512_load_si512(idx);
 }
 
-// out[o·out_step] = Σ_kh Σ_kw Σ_r rot_r(rows[kh][(start + o)·S - 1 + kw]) · wt[kh, kw, r] for
-// o < OWB, rows[kh] an input row (W, 16) or null (outside the image), wt (3, 3, GS, 16) packed by
-// rotation. Each input pixel is loaded once per row and rotated in registers; its 3 kw taps go
-// to the accumulators of the output pixels that read it (no expanded buffer, weights from L1).
+using RotFn = void (*)(const float* const*, int, int, const float*, float*, int);
+
+// Output pixels per block of conv_row_outrot: GS accumulators each, 24 of the 32 registers.
+template <int GS>
+constexpr int kOutRotOwb = GS >= 24 ? 1 : 24 / GS;
+
+// out[o·out_step] = Σ_kh Σ_kw Σ_r rot_r(rows[kh][(start + o)·S - 1 + kw]) · P[kh, kw, r] for o < OWB,
+// rows[kh] an input row (W, 16) or null (outside the image), P (3, 3, GS, 16) packed by rotation
+// (pack_weights_rot). The permutes are moved to the outputs: rot_r(x) · P_r = rot_r(x · rot_r^-1(P_r)),
+// so acc[o][r] += x · wo[kh, kw, r] with unpermuted input pixels and out[o] = Σ_r rot_r(acc[o][r]):
+// GS - 1 permutes per output pixel rather than per input pixel and kh (stride 2 reads twice the
+// pixels it writes); ~15 % faster than rotating the inputs in the small model (perf, both strides).
+// wo = P with entry r's lanes moved by rot_r^-1 (pack_out_rot); weights come from L1.
 template <int GS, int S, int OWB>
-void conv_row_rot(const float* const* rows, int w, int start, const float* wt, float* out, int out_step) {
-  __m512i idx[GS];
-  for (int r = 0; r < GS; ++r) idx[r] = rot_index<GS>(r);
-  __m512 acc[OWB];
+void conv_row_outrot(const float* const* rows, int w, int start, const float* wo, float* out, int out_step) {
+  __m512 acc[OWB][GS];
 #pragma GCC unroll 16
-  for (int o = 0; o < OWB; ++o) acc[o] = _mm512_setzero_ps();
-  constexpr int M = (OWB - 1) * S + 3;  // input pixels the block reads
-  const int ic0 = start * S - 1;
+  for (int o = 0; o < OWB; ++o)
+#pragma GCC unroll 16
+    for (int r = 0; r < GS; ++r) acc[o][r] = _mm512_setzero_ps();
   for (int kh = 0; kh < 3; ++kh) {
     const float* row = rows[kh];
     if (row == nullptr) continue;
-    const float* wk = wt + kh * 3 * GS * kLanes;
-#pragma GCC unroll 64
-    for (int m = 0; m < M; ++m) {
-      const int ic = ic0 + m;
-      if (ic < 0 || ic >= w) continue;
-      const __m512 v = _mm512_loadu_ps(row + int64_t(ic) * kLanes);
+    const float* wk = wo + kh * 3 * GS * kLanes;
+#pragma GCC unroll 3
+    for (int kw = 0; kw < 3; ++kw) {
+      __m512 xv[OWB];
+#pragma GCC unroll 16
+      for (int o = 0; o < OWB; ++o) {
+        const int ic = (start + o) * S - 1 + kw;
+        xv[o] = ic >= 0 && ic < w ? _mm512_loadu_ps(row + int64_t(ic) * kLanes) : _mm512_setzero_ps();
+      }
 #pragma GCC unroll 16
       for (int r = 0; r < GS; ++r) {
-        const __m512 p = r == 0 ? v : _mm512_maskz_permutexvar_ps(__mmask16(0xFFFF), idx[r], v);
-#pragma GCC unroll 3
-        for (int kw = 0; kw < 3; ++kw) {
-          const int d = m - kw;
-          if (d < 0 || d % S != 0 || d / S >= OWB) continue;
-          acc[d / S] = _mm512_fmadd_ps(p, _mm512_load_ps(wk + (kw * GS + r) * kLanes), acc[d / S]);
-        }
+        const __m512 wv = _mm512_load_ps(wk + (kw * GS + r) * kLanes);
+#pragma GCC unroll 16
+        for (int o = 0; o < OWB; ++o) acc[o][r] = _mm512_fmadd_ps(xv[o], wv, acc[o][r]);
       }
     }
   }
 #pragma GCC unroll 16
-  for (int o = 0; o < OWB; ++o) _mm512_storeu_ps(out + int64_t(o) * out_step, acc[o]);
+  for (int o = 0; o < OWB; ++o) {
+    __m512 y = acc[o][0];
+#pragma GCC unroll 16
+    for (int r = 1; r < GS; ++r) y = _mm512_add_ps(y, _mm512_maskz_permutexvar_ps(__mmask16(0xFFFF), rot_index<GS>(r), acc[o][r]));
+    _mm512_storeu_ps(out + int64_t(o) * out_step, y);
+  }
 }
 
-using RotFn = void (*)(const float* const*, int, int, const float*, float*, int);
-
 template <int GS, int S, size_t... I>
-constexpr std::array<RotFn, sizeof...(I)> rot_table(std::index_sequence<I...>) {
-  return {{&conv_row_rot<GS, S, int(I) + 1>...}};
+constexpr std::array<RotFn, sizeof...(I)> outrot_table(std::index_sequence<I...>) {
+  return {{&conv_row_outrot<GS, S, int(I) + 1>...}};
 }
 
 template <int GS>
-RotFn rot_fn(int s, int count) {
-  static constexpr auto t1 = rot_table<GS, 1>(std::make_index_sequence<kMaxOwb>());
-  static constexpr auto t2 = rot_table<GS, 2>(std::make_index_sequence<kMaxOwb>());
+RotFn outrot_fn(int s, int count) {
+  static constexpr auto t1 = outrot_table<GS, 1>(std::make_index_sequence<kOutRotOwb<GS>>());
+  static constexpr auto t2 = outrot_table<GS, 2>(std::make_index_sequence<kOutRotOwb<GS>>());
   return (s == 1 ? t1 : t2)[count - 1];
 }
 
@@ -271,7 +281,7 @@ class GroupedConvDirect final : public CpuConv {
     SX_TRY(check(x, d_.in, "grouped conv forward x"));
     SX_TRY(check(y, out_, "grouped conv forward y"));
     SX_CHECK_ARG(w != nullptr, "grouped conv forward: null weights");
-    const float* wf = pack_weights_rot(w, /*flip=*/false);
+    const float* wf = pack_out_rot(pack_weights_rot(w, /*flip=*/false));
     const int nrb = (oh_ + kRowBlock - 1) / kRowBlock;
     const int64_t tasks = int64_t(d_.in.n) * cb_;
 #pragma omp parallel for collapse(2) schedule(static)
@@ -288,8 +298,8 @@ class GroupedConvDirect final : public CpuConv {
             rows[kh] = ih < 0 || ih >= h_ ? nullptr : src + int64_t(ih) * w_ * kLanes;
           }
           for_each_block(ow_, [&](int start, int count) {
-            rot_fn<GS>(s_, count)(rows, w_, start, wt, dst + (int64_t(oh) * ow_ + start) * kLanes, kLanes);
-          });
+            outrot_fn<GS>(s_, count)(rows, w_, start, wt, dst + (int64_t(oh) * ow_ + start) * kLanes, kLanes);
+          }, kOutRotOwb<GS>);
         }
       }
     return Status::ok();
@@ -379,7 +389,7 @@ class GroupedConvDirect final : public CpuConv {
 
   // Stride 1: dx is a forward conv of dy with the transposed, flipped kernel.
   Status backward_data_s1(const Tensor& dy, const float* w, const Tensor& dx) {
-    const float* wb = pack_weights_rot(w, /*flip=*/true);
+    const float* wb = pack_out_rot(pack_weights_rot(w, /*flip=*/true));
     const int nrb = (h_ + kRowBlock - 1) / kRowBlock;
     const int64_t tasks = int64_t(d_.in.n) * cb_;
 #pragma omp parallel for collapse(2) schedule(static)
@@ -396,14 +406,14 @@ class GroupedConvDirect final : public CpuConv {
             rows[kh] = r < 0 || r >= h_ ? nullptr : src + int64_t(r) * w_ * kLanes;
           }
           for_each_block(w_, [&](int start, int count) {
-            rot_fn<GS>(1, count)(rows, w_, start, wt, dst + (int64_t(ih) * w_ + start) * kLanes, kLanes);
-          });
+            outrot_fn<GS>(1, count)(rows, w_, start, wt, dst + (int64_t(ih) * w_ + start) * kLanes, kLanes);
+          }, kOutRotOwb<GS>);
         }
       }
     return Status::ok();
   }
 
-  // Repacks plain w (OC, GS, 3, 3) into (CB, 9, GS, 16) for conv_row_rot: tap t = kh·3 + kw,
+  // Repacks plain w (OC, GS, 3, 3) into (CB, 9, GS, 16), rotation-packed: tap t = kh·3 + kw,
   // entry r, lane l (output channel cb·16 + l) = w[oc, j = (l % GS + r) % GS, t]. flip (for
   // stride-1 backward-data, a forward conv with the transposed kernel) reads tap 8 - t and swaps
   // the roles: lane l is input channel ic = cb·16 + l, summing over oc = group + (l % GS + r) % GS.
@@ -420,6 +430,18 @@ class GroupedConvDirect final : public CpuConv {
     return p;
   }
 
+
+  // Moves lane m of each packed entry r to lane rot_r^-1(m), in place: the weights of conv_row_outrot.
+  float* pack_out_rot(const float* packed) {
+    float* p = const_cast<float*>(packed);
+    for (int64_t e = 0; e < int64_t(cb_) * 9 * GS; ++e) {  // entry (cb, t, r)
+      const int r = int(e % GS);
+      float tmp[kLanes];
+      for (int m = 0; m < kLanes; ++m) tmp[m] = p[e * kLanes + m / GS * GS + (m % GS - r + GS) % GS];
+      std::memcpy(p + e * kLanes, tmp, sizeof(tmp));
+    }
+    return p;
+  }
 
   ConvDesc d_;
   int s_, h_, w_, oh_, ow_, cb_;  // S, H, W, OH, OW, CB

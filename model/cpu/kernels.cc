@@ -17,6 +17,10 @@
 #include <type_traits>
 #include <vector>
 
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
+
 #include "model/cpu/cpu_backend.h"
 #include "model/cpu/layout_view.h"
 #include "model/elementwise.h"
@@ -157,6 +161,28 @@ void scale_add_relu_fwd(const LayoutView& x, const float* s, const LayoutView& s
   }
 }
 
+#ifdef __AVX512F__
+// One full nChw16c block of scale_add_relu_bwd: z = relu_grad(out, g) (ew::relu_grad: g where
+// out > 0), ds += z · x over the hw pixels; two accumulators split the FMA dependency chain.
+void scale_add_relu_bwd_block16(const float* g, const float* out, const float* x, float* z, float* ds, int64_t hw) {
+  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+  const __m512 zero = _mm512_setzero_ps();
+  int64_t p = 0;
+  auto one = [&](int64_t q, __m512& acc) {
+    const __mmask16 pos = _mm512_cmp_ps_mask(_mm512_loadu_ps(out + q * 16), zero, _CMP_GT_OQ);
+    const __m512 dz = _mm512_maskz_mov_ps(pos, _mm512_loadu_ps(g + q * 16));
+    _mm512_storeu_ps(z + q * 16, dz);
+    acc = _mm512_fmadd_ps(dz, _mm512_loadu_ps(x + q * 16), acc);
+  };
+  for (; p + 1 < hw; p += 2) {
+    one(p, acc0);
+    one(p + 1, acc1);
+  }
+  if (p < hw) one(p, acc0);
+  _mm512_storeu_ps(ds, _mm512_add_ps(acc0, acc1));
+}
+#endif
+
 template <int K>
 void scale_add_relu_bwd(const LayoutView& dout, const LayoutView& out, const LayoutView& x, float* ds,
                         const LayoutView& dsc) {
@@ -193,6 +219,12 @@ void scale_add_relu_bwd(const LayoutView& dout, const LayoutView& out, const Lay
         }
         dsb[0] = sum;
       } else {
+#ifdef __AVX512F__
+        if (K == 16 && valid == 16) {  // the sums in registers: through the stack they chain store -> load
+          scale_add_relu_bwd_block16(gb, ob, xb, zb, dsb, dout.hw);
+          continue;
+        }
+#endif
         Lanes<K> acc_lanes(B);
         float* acc = acc_lanes.data();
         for (int l = 0; l < B; ++l) acc[l] = 0.f;

@@ -1,0 +1,412 @@
+// The supervisor loop (see supervisor.h and launch/README.md for the rules it follows).
+#include "launch/supervisor.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <climits>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <future>
+#include <mutex>
+#include <optional>
+#include <regex>
+#include <set>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "coordinator/job_dir.h"
+#include "coordinator/request.h"
+#include "launch/elastic.h"
+#include "launch/process.h"
+#include "launch/restart_log.h"
+#include "storage/checkpoint.h"
+#include "worker/config.h"
+
+namespace sx::launch {
+namespace {
+
+namespace fs = std::filesystem;
+using coord::RankState;
+using coord::StatusReport;
+
+void say(const std::string& msg) {
+  std::fprintf(stderr, "sx_launch: %s\n", msg.c_str());
+  std::fflush(stderr);
+}
+
+std::string self_dir() { return fs::read_symlink("/proc/self/exe").parent_path().string(); }
+
+std::string host_name() {
+  char buf[HOST_NAME_MAX + 1] = {};
+  return gethostname(buf, sizeof buf - 1) == 0 ? buf : "localhost";
+}
+
+// The worker's rule (coord_link.cc): coord.job, else the run dir's last component.
+std::string job_name(const worker::JobConfig& c) {
+  if (!c.coord.job.empty()) return c.coord.job;
+  fs::path p = fs::path(c.run_dir).lexically_normal();
+  if (p.filename().empty()) p = p.parent_path();
+  return p.filename().string();
+}
+
+StatusOr<StatusReport> query_status(const std::string& endpoint, double timeout_s) {
+  coord::Message m;
+  m.kind = coord::MsgKind::kStatusQuery;
+  SX_ASSIGN_OR_RETURN(coord::Message r, coord::request_once(endpoint, m, timeout_s));
+  return r.status;
+}
+
+// The last `train` record's step in the worker's metrics.jsonl (-1 when none).
+int64_t last_train_step(const std::string& path) {
+  std::ifstream in(path);
+  int64_t step = -1;
+  for (std::string line; std::getline(in, line);) {
+    if (line.find("\"train\"") == std::string::npos) continue;
+    auto j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (j.is_object() && j.value("kind", "") == "train") step = j.value("step", step);
+  }
+  return step;
+}
+
+// Step of the checkpoint a resume=auto would load first (0 when there is none).
+int64_t latest_checkpoint_step(const std::string& dir) {
+  auto latest = storage::find_latest(dir);
+  if (!latest.is_ok()) return 0;
+  auto v = storage::verify_checkpoint(*latest);
+  return v.is_ok() ? v->meta.step : 0;
+}
+
+std::vector<std::string> names(const std::vector<Host>& hosts) {
+  std::vector<std::string> out;
+  for (const Host& h : hosts) out.push_back(h.name);
+  return out;
+}
+
+RestartRecord record(int attempt, std::string event, std::string reason, const std::vector<Host>& hosts) {
+  RestartRecord r;
+  r.attempt = attempt;
+  r.event = std::move(event);
+  r.reason = std::move(reason);
+  r.hosts = names(hosts);
+  r.world = total_slots(hosts);
+  return r;
+}
+
+// What mpirun's output says about which host failed.
+struct MpirunWatch {
+  std::mutex mu;
+  std::vector<std::string> blamed;  // in the order mpirun reported them
+  std::string first_report;
+  void on_line(const std::string& line) {
+    static const std::regex died(R"(noticed that process rank (\d+) with PID \d+ on node (\S+) exited on signal)");
+    static const std::regex lost(R"(Remote daemon: *\S+ on node (\S+))");
+    std::smatch m;
+    std::string host;
+    if (std::regex_search(line, m, died)) host = m[2];
+    else if (std::regex_search(line, m, lost)) host = m[1];
+    if (host.empty()) return;
+    std::lock_guard<std::mutex> lock(mu);
+    if (first_report.empty()) first_report = line;
+    if (std::find(blamed.begin(), blamed.end(), host) == blamed.end()) blamed.push_back(host);
+  }
+};
+
+class Supervisor {
+ public:
+  Supervisor(const SupervisorOptions& o, const std::atomic<bool>& stop) : o_(o), stop_(stop) {}
+  StatusOr<int> run();
+
+ private:
+  Status start_coord();
+  void keep_coord_alive();
+  std::vector<std::string> mpirun_argv(const std::vector<Host>& hosts, const BatchPlan& plan) const;
+  std::vector<bool> probe(const std::vector<Host>& hosts) const;
+  int finish(RestartRecord r, int code);
+
+  const SupervisorOptions& o_;
+  const std::atomic<bool>& stop_;
+  worker::JobConfig base_;
+  std::string run_dir_, coord_dir_, job_, endpoint_, worker_endpoint_, coord_bin_, worker_bin_;
+  std::unique_ptr<Child> coord_;
+  std::unique_ptr<RestartLog> log_;
+  std::optional<RestartRecord> pending_;  // the last restart, written once its first step is seen
+  double pending_t_ = 0;                  // when that failure was acted on (steady clock)
+  uint32_t known_gen_ = 0;                // newest rank-table generation seen
+  std::map<int32_t, std::pair<int64_t, double>> pause_seen_;  // rank -> (step, first seen stalled there)
+};
+
+Status Supervisor::start_coord() {
+  std::vector<std::string> argv = {coord_bin_, "serve", "--job", coord_dir_, "--job-name", job_, "--listen",
+                                   o_.coord_listen, "--dead-after", std::to_string(o_.dead_after)};
+  if (o_.stall_after > 0) argv.insert(argv.end(), {"--stall-after", std::to_string(o_.stall_after)});
+  SX_ASSIGN_OR_RETURN(coord_, Child::start(argv, coord_dir_ + "/serve.log", /*echo=*/false));
+  const double end = now_s() + 15;
+  while (now_s() < end) {
+    int code = 0;
+    if (coord_->poll(&code))
+      return Status::unavailable("sx_coord serve exited with code " + std::to_string(code) + "; see " + coord_dir_ +
+                                 "/serve.log");
+    if (query_status(endpoint_, 0.5).is_ok()) return Status::ok();
+  }
+  return Status::unavailable("sx_coord serve did not answer at " + endpoint_ + " within 15 s; see " + coord_dir_ +
+                             "/serve.log");
+}
+
+// A coordinator that died (or was killed) is started again on the same job dir and port: it reloads the
+// rank table and overrides from disk, and the workers' clients reconnect by themselves.
+void Supervisor::keep_coord_alive() {
+  int code = 0;
+  if (!coord_ || !coord_->poll(&code)) return;
+  say("the coordinator exited (code " + std::to_string(code) + "); restarting it on " + o_.coord_listen);
+  Status s = start_coord();
+  if (!s.is_ok()) say("warning: coordinator restart failed: " + s.to_string());
+}
+
+std::vector<std::string> Supervisor::mpirun_argv(const std::vector<Host>& hosts, const BatchPlan& plan) const {
+  std::vector<std::string> a = {o_.mpirun};
+  if (geteuid() == 0) a.push_back("--allow-run-as-root");
+  a.insert(a.end(), {"-np", std::to_string(total_slots(hosts)), "--host", mpirun_host_arg(hosts)});
+  if (!o_.agent.empty()) a.insert(a.end(), {"--mca", "plm_rsh_agent", o_.agent, "--mca", "plm_rsh_no_tree_spawn", "1"});
+  a.insert(a.end(), o_.mpirun_args.begin(), o_.mpirun_args.end());
+  a.push_back(worker_bin_);
+  if (!o_.config.empty()) a.insert(a.end(), {"-c", o_.config});
+  auto add = [&a](const std::string& kv) { a.insert(a.end(), {"-o", kv}); };
+  for (const std::string& kv : o_.overrides) add(kv);
+  add("resume=auto");
+  add("coord.endpoint=" + worker_endpoint_);
+  add("coord.job=" + job_);
+  for (const std::string& kv : plan.overrides) add(kv);
+  return a;
+}
+
+// A host is reachable when it runs `sx_coord status` against the coordinator through the launch agent:
+// that proves the agent gets in, our binaries run there and its network reaches the coordinator.
+// This machine's own name (or localhost) is probed without the agent, as mpirun starts it without one.
+std::vector<bool> Supervisor::probe(const std::vector<Host>& hosts) const {
+  const std::string agent = o_.agent.empty() ? "ssh -o BatchMode=yes -o ConnectTimeout=3" : o_.agent;
+  const std::vector<std::string> cmd = {coord_bin_, "status", "--endpoint", worker_endpoint_, "--timeout", "2"};
+  const std::string me = host_name();
+  std::vector<Host> remote, local;
+  for (const Host& h : hosts) (h.name == "localhost" || h.name == me ? local : remote).push_back(h);
+  const std::vector<bool> r = probe_hosts(agent, remote, cmd, o_.probe_timeout);
+  const std::vector<bool> l = probe_hosts("", local, cmd, o_.probe_timeout);
+  std::vector<bool> out;
+  size_t ir = 0, il = 0;
+  for (const Host& h : hosts) out.push_back(h.name == "localhost" || h.name == me ? l[il++] : r[ir++]);
+  return out;
+}
+
+int Supervisor::finish(RestartRecord r, int code) {
+  if (pending_) {
+    Status s = log_->write(*pending_);
+    if (!s.is_ok()) say("warning: " + s.to_string());
+    pending_.reset();
+  }
+  Status s = log_->write(r);
+  if (!s.is_ok()) say("warning: " + s.to_string());
+  if (coord_) coord_->stop(3.0);
+  return code;
+}
+
+StatusOr<int> Supervisor::run() {
+  SX_ASSIGN_OR_RETURN(base_, worker::load_job_config(o_.config, o_.overrides));
+  run_dir_ = base_.run_dir;
+  coord_dir_ = run_dir_ + "/coord";
+  job_ = job_name(base_);
+  std::error_code ec;
+  fs::create_directories(coord_dir_, ec);
+  if (ec) return Status::unavailable(coord_dir_ + ": cannot create: " + ec.message());
+  log_ = std::make_unique<RestartLog>(run_dir_ + "/launch.jsonl");
+  coord_bin_ = o_.coord_bin.empty() ? self_dir() + "/sx_coord" : o_.coord_bin;
+  worker_bin_ = o_.worker.empty() ? self_dir() + "/sx_worker" : o_.worker;
+
+  if (o_.coord.empty()) {
+    endpoint_ = coord::connectable_endpoint(o_.coord_listen);
+    worker_endpoint_ = o_.coord_connect;
+    if (worker_endpoint_.empty()) {
+      worker_endpoint_ = o_.coord_listen;
+      for (const char* wild : {"tcp://*:", "tcp://0.0.0.0:"})
+        if (worker_endpoint_.rfind(wild, 0) == 0)
+          worker_endpoint_ = "tcp://" + host_name() + ":" + worker_endpoint_.substr(std::string(wild).size());
+    }
+    SX_TRY(start_coord());
+    say("coordinator for job '" + job_ + "' at " + worker_endpoint_ + " (state in " + coord_dir_ + ")");
+  } else {
+    endpoint_ = worker_endpoint_ = o_.coord;
+  }
+
+  const int base_world = total_slots(o_.hosts);
+  std::vector<Host> hosts = o_.hosts, standby = o_.standby;
+  for (int attempt = 0;; ++attempt) {
+    const int world = total_slots(hosts);
+    auto plan = plan_resize(base_, base_world, world);
+    if (!plan.is_ok()) {
+      return finish(record(attempt, "gave_up", plan.status().message(), hosts), 1);
+    }
+    if (pending_) pending_->batch = plan->describe();
+    auto before = query_status(endpoint_, 2.0);
+    if (before.is_ok()) known_gen_ = std::max(known_gen_, before->table.generation);
+    const uint32_t gen_before = known_gen_;  // this launch's ranks register as a later generation
+    MpirunWatch watch;
+    const std::vector<std::string> argv = mpirun_argv(hosts, *plan);
+    say("launch " + std::to_string(attempt) + ": " + std::to_string(world) + " rank(s) on " +
+        mpirun_host_arg(hosts) + ", " + plan->describe());
+    SX_ASSIGN_OR_RETURN(
+        std::unique_ptr<Child> job,
+        Child::start(argv, run_dir_ + "/launch-" + std::to_string(attempt) + ".log", o_.echo,
+                     [&watch](const std::string& line) { watch.on_line(line); }));
+    const double t_launch = now_s();
+    pause_seen_.clear();
+    bool running = false;
+    int64_t max_step = -1;
+    std::string reason;
+    std::vector<std::string> blamed;  // hosts, first-failed first
+    double detect_s = NAN;
+
+    while (reason.empty()) {
+      if (stop_.load()) {
+        job->stop(3.0);
+        return finish(record(attempt, "interrupted", "signal", hosts), 130);
+      }
+      std::this_thread::sleep_for(std::chrono::duration<double>(o_.poll_interval));
+      keep_coord_alive();
+      int code = 0;
+      const bool exited = job->poll(&code);
+      auto st = query_status(endpoint_, 1.0);
+      if (st.is_ok() && st->table.generation > gen_before && st->table.complete) {
+        running = true;
+        known_gen_ = std::max(known_gen_, st->table.generation);
+        double worst_age = -1;
+        const int64_t spe = st->table.steps_per_epoch;
+        for (const coord::RankStatus& r : st->ranks) {
+          max_step = std::max(max_step, r.metrics.step);
+          if (r.state == RankState::kAlive) continue;
+          if (r.state == RankState::kStalled && spe > 0 && r.metrics.step % spe == 0) {
+            // At an epoch end the ranks evaluate and checkpoint without new steps: a longer pause is
+            // normal there, up to --pause-timeout from when the stall was first seen.
+            auto [it, fresh] = pause_seen_.try_emplace(r.rank, r.metrics.step, now_s());
+            if (!fresh && it->second.first != r.metrics.step) it->second = {r.metrics.step, now_s()};
+            if (now_s() - it->second.second < o_.pause_timeout) continue;
+          }
+          if (reason.empty() || (r.state == RankState::kDead && r.heartbeat_age > worst_age)) {
+            char buf[160];
+            std::snprintf(buf, sizeof buf, "rank %d on %s %s (heartbeat age %.1fs, step %lld)", r.rank, r.host.c_str(),
+                          coord::rank_state_name(r.state), r.heartbeat_age, static_cast<long long>(r.metrics.step));
+            reason = buf;
+            worst_age = r.state == RankState::kDead ? r.heartbeat_age : worst_age;
+            detect_s = r.heartbeat_age;
+          }
+          if (r.state == RankState::kDead && std::find(blamed.begin(), blamed.end(), r.host) == blamed.end())
+            blamed.push_back(r.host);
+        }
+        if (pending_ && max_step > pending_->resumed_step) {  // the relaunch made its first step
+          pending_->restart_s = now_s() - pending_t_;
+          Status s = log_->write(*pending_);
+          if (!s.is_ok()) say("warning: " + s.to_string());
+          pending_.reset();
+        }
+      }
+      if (!reason.empty()) break;
+      if (exited) {
+        if (code == 0) {
+          const int64_t last = std::max(max_step, last_train_step(run_dir_ + "/metrics.jsonl"));
+          RestartRecord r = record(attempt, "completed", "mpirun exited 0 at step " + std::to_string(last), hosts);
+          r.batch = plan->describe();
+          return finish(r, 0);
+        }
+        std::lock_guard<std::mutex> lock(watch.mu);
+        reason = "mpirun exited with code " + std::to_string(code) +
+                 (watch.first_report.empty() ? std::string() : ": " + watch.first_report);
+        detect_s = o_.poll_interval;
+      } else if (!running && now_s() - t_launch > o_.start_timeout) {
+        reason = "the ranks did not all register within " + std::to_string(int(o_.start_timeout)) + " s";
+      }
+    }
+
+    // Abort what is left of the job (on a cut link MPI itself would wait much longer).
+    const double t_fail = now_s();
+    say("failure: " + reason + "; aborting the job");
+    // Probe while the job is being aborted (mpirun may take its whole grace time over a cut link).
+    auto probing = std::async(std::launch::async, [this, &hosts] { return probe(hosts); });
+    job->stop(3.0);
+    job.reset();
+    {
+      std::lock_guard<std::mutex> lock(watch.mu);
+      for (const std::string& h : watch.blamed)
+        if (std::find(blamed.begin(), blamed.end(), h) == blamed.end()) blamed.insert(blamed.begin(), h);
+    }
+    std::vector<std::string> dead;
+    const std::vector<bool> reachable = probing.get();
+    for (size_t i = 0; i < hosts.size(); ++i) {
+      const bool is_blamed = std::find(blamed.begin(), blamed.end(), hosts[i].name) != blamed.end();
+      if (!reachable[i] || is_blamed) dead.push_back(hosts[i].name);
+      if (!reachable[i]) say("host " + hosts[i].name + " is unreachable (probe through the launch agent failed)");
+    }
+    // The coordinator's verdict on the dropped hosts' ranks (bounded by T + 1 s; the job is gone anyway).
+    double confirm_s = NAN;
+    const double confirm_end = now_s() + o_.dead_after + 1;
+    while (!dead.empty() && now_s() < confirm_end) {
+      auto st = query_status(endpoint_, 1.0);
+      bool all_dead = st.is_ok();
+      if (st.is_ok())
+        for (const coord::RankStatus& r : st->ranks)
+          if (std::find(dead.begin(), dead.end(), r.host) != dead.end() && r.state != RankState::kDead) all_dead = false;
+      if (all_dead) {
+        confirm_s = now_s() - t_fail;
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    if (pending_) {  // the previous relaunch failed before its first step
+      Status s = log_->write(*pending_);
+      if (!s.is_ok()) say("warning: " + s.to_string());
+      pending_.reset();
+    }
+
+    std::vector<Host> next;
+    for (const Host& h : hosts)
+      if (std::find(dead.begin(), dead.end(), h.name) == dead.end()) next.push_back(h);
+    for (size_t dropped = hosts.size() - next.size(); dropped > 0 && !standby.empty(); --dropped) {
+      const std::vector<bool> ok = probe({standby.front()});
+      if (ok[0]) next.push_back(standby.front());
+      else say("standby host " + standby.front().name + " is unreachable; not used");
+      standby.erase(standby.begin());
+    }
+    const int64_t resumed = latest_checkpoint_step(base_.checkpoint_dir());
+    const int64_t last = std::max(max_step, last_train_step(run_dir_ + "/metrics.jsonl"));
+    RestartRecord rec = record(attempt + 1, "restart", reason, next);
+    rec.dead_hosts = dead;
+    rec.resumed_step = resumed;
+    rec.lost_steps = std::max<int64_t>(0, last - resumed);
+    rec.detect_s = detect_s;
+    rec.confirm_s = confirm_s;
+    if (attempt + 1 > o_.max_restarts) {
+      rec.event = "gave_up";
+      rec.reason = reason + "; --max-restarts " + std::to_string(o_.max_restarts) + " reached";
+      return finish(rec, 1);
+    }
+    if (int(next.size()) < std::max(1, o_.min_hosts)) {
+      rec.event = "gave_up";
+      rec.reason = reason + "; " + std::to_string(next.size()) + " host(s) left, --min-hosts " +
+                   std::to_string(o_.min_hosts);
+      return finish(rec, 1);
+    }
+    pending_ = rec;
+    pending_t_ = t_fail;
+    hosts = next;
+  }
+}
+
+}  // namespace
+
+StatusOr<int> run_supervisor(const SupervisorOptions& options, const std::atomic<bool>& stop) {
+  Supervisor s(options, stop);
+  return s.run();
+}
+
+}  // namespace sx::launch
