@@ -30,6 +30,7 @@ struct ModelBenchOptions {
   uint64_t seed = 1;
   float lr = 0.01f, momentum = 0.9f, weight_decay = 1e-4f;
   std::string only = "both";  // infer | train | both
+  std::string bn = "auto";  // auto | onednn | fused: which BatchNorm implementation (A/B)
   bool params_only = false;
   bool json = false;
 };
@@ -75,6 +76,10 @@ Status run_model(const ModelBenchOptions& o) {
   net_options.batch = o.batch;
   net_options.image_h = net_options.image_w = o.image;
   net_options.seed = o.seed;
+  SX_CHECK_ARG(o.bn == "auto" || o.bn == "onednn" || o.bn == "fused", "--bn must be auto, onednn or fused");
+  net_options.bn_impl = o.bn == "fused"    ? model::BatchNormImpl::kFused
+                        : o.bn == "onednn" ? model::BatchNormImpl::kOneDnn
+                                           : model::BatchNormImpl::kAuto;
   double t_build = now_s();
   SX_ASSIGN_OR_RETURN(std::unique_ptr<model::Network> net, model::Network::build(*backend, spec, net_options));
   const double build_ms = (now_s() - t_build) * 1e3;
@@ -133,6 +138,7 @@ Status run_model(const ModelBenchOptions& o) {
       {"batch", o.batch},
       {"image", o.image},
       {"threads", o.threads},
+      {"bn", o.bn},
       {"warmup", o.warmup},
       {"iterations", train_iters},
       {"infer_iterations", infer_iters},
@@ -204,6 +210,7 @@ Subcommand add_model_command(CLI::App& parent) {
   app->add_option("--weight-decay", o->weight_decay, "weight decay of conv/linear weights (BN and biases: 0)")
       ->capture_default_str();
   app->add_option("--only", o->only, "what to time: infer, train or both")->capture_default_str();
+  app->add_option("--bn", o->bn, "batch norm implementation: auto, onednn or fused (A/B)")->capture_default_str();
   app->add_flag("--params", o->params_only, "print only the parameter count of --arch (no backend) and exit");
   app->add_flag("--json", o->json,
                 "print one JSON object: params, forward_ms, train_step_ms (medians), infer_img_per_s, peak_rss_mb, "
