@@ -43,7 +43,7 @@ struct ConvDesc {
 using BnReducer = std::function<Status(double* data, int count)>;
 
 enum class BatchNormImpl : uint8_t {
-  kAuto,    // kFused with a reducer, else kOneDnn (faster on one process so far, see model/README.md)
+  kAuto,    // kFused (measured a little faster than kOneDnn, see model/README.md)
   kOneDnn,  // oneDNN batch_normalization (no reducer)
   kFused,   // our kernels, reducible partial sums (model/cpu/batch_norm_fused.cc)
 };
