@@ -35,38 +35,10 @@
 namespace sx::model::cpu {
 namespace {
 
-// Below this many floats a pass runs on the calling thread (see kernels.cc).
-constexpr int64_t kParallelMin = 1 << 14;
 // Outputs at least this large are written with non-temporal stores (AVX-512 path): they skip the
 // read-for-ownership of the destination, which made the op ~1.4x faster in an op-level benchmark
 // (README). Smaller ones may still be in L2 when the next layer reads them, so they are cached.
 constexpr size_t kStreamBytes = size_t(4) << 20;
-
-int64_t floats(const LayoutView& v) { return int64_t(v.n) * v.cb * v.hw * v.b; }
-
-// Per-lane values of one block: on the stack when B is a compile-time constant, else on the heap.
-template <int K, class T>
-struct Lanes {
-  explicit Lanes(int) {}
-  T* data() { return v; }
-  alignas(64) T v[K];
-};
-template <class T>
-struct Lanes<0, T> {
-  explicit Lanes(int b) : v(size_t(b)) {}
-  T* data() { return v.data(); }
-  std::vector<T> v;
-};
-
-template <class F>
-void dispatch_block(int b, F&& f) {
-  switch (b) {
-    case 1: f(std::integral_constant<int, 1>{}); break;
-    case 8: f(std::integral_constant<int, 8>{}); break;
-    case 16: f(std::integral_constant<int, 16>{}); break;
-    default: f(std::integral_constant<int, 0>{}); break;
-  }
-}
 
 // Per-channel constants given to the kernels are padded to CP = CB·B floats with zeros past C, so a
 // block's lanes are read in place (and padded lanes compute 0).

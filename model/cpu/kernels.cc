@@ -28,39 +28,6 @@
 namespace sx::model::cpu {
 namespace {
 
-// Below this many floats a loop runs on the calling thread: waking the team costs more than the
-// work (SE and classifier vectors), and on a busy machine a descheduled helper stalls the join.
-constexpr int64_t kParallelMin = 1 << 14;
-
-int64_t floats(const LayoutView& v) { return int64_t(v.n) * v.cb * v.hw * v.b; }
-
-// Per-lane constants of one block (channel scales, partial sums): on the stack when the block
-// size is known at compile time, on the heap for nhwc with an odd channel count.
-template <int K>
-struct Lanes {
-  explicit Lanes(int) {}
-  float* data() { return v; }
-  alignas(64) float v[K];
-};
-template <>
-struct Lanes<0> {
-  explicit Lanes(int b) : v(size_t(b)) {}
-  float* data() { return v.data(); }
-  std::vector<float> v;
-};
-
-// Runs f(std::integral_constant<int, K>{}) with K = B for the block sizes worth specialising
-// (1: nchw, 8 and 16: blocked, nhwc with that many channels) and K = 0 (runtime B) otherwise.
-template <class F>
-void dispatch_block(int b, F&& f) {
-  switch (b) {
-    case 1: f(std::integral_constant<int, 1>{}); break;
-    case 8: f(std::integral_constant<int, 8>{}); break;
-    case 16: f(std::integral_constant<int, 16>{}); break;
-    default: f(std::integral_constant<int, 0>{}); break;
-  }
-}
-
 bool same_shape(const Tensor& a, const Tensor& b) { return a.dims == b.dims && a.layout == b.layout; }
 
 std::string shape_of(const Tensor& t) { return t.dims.to_string() + " " + layout_name(t.layout); }
