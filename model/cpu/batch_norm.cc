@@ -117,12 +117,7 @@ class CpuBatchNormOp final : public BatchNormOp {
   }
 
  private:
-  Status check(const Tensor& t, const char* what) const {
-    if (t.dims == d_.dims && t.layout == d_.layout && t.data != nullptr) return Status::ok();
-    return Status::invalid_argument(std::string(what) + ": expected " + d_.dims.to_string() + " " +
-                                    layout_name(d_.layout) + ", got " + t.dims.to_string() + " " +
-                                    layout_name(t.layout));
-  }
+  Status check(const Tensor& t, const char* what) const { return check_bn_tensor(d_, t, what); }
   void set(const Tensor& x, const Tensor& y, const float* gamma, const float* beta, const float* mean,
            const float* var) {
     x_.set_data_handle(x.data);
@@ -149,6 +144,13 @@ class CpuBatchNormOp final : public BatchNormOp {
 };
 
 }  // namespace
+
+Status check_bn_tensor(const BatchNormDesc& desc, const Tensor& t, const char* what) {
+  if (t.dims == desc.dims && t.layout == desc.layout && t.data != nullptr) return Status::ok();
+  return Status::invalid_argument(std::string(what) + ": expected " + desc.dims.to_string() + " " +
+                                  layout_name(desc.layout) + ", got " + t.dims.to_string() + " " +
+                                  layout_name(t.layout));
+}
 
 StatusOr<std::unique_ptr<BatchNormOp>> make_cpu_batch_norm(CpuBackend& backend, const BatchNormDesc& desc) {
   SX_CHECK_ARG(desc.dims.count() > 0, "batch norm: empty tensor");

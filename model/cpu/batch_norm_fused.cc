@@ -474,12 +474,7 @@ class FusedBatchNormOp final : public BatchNormOp {
   }
 
  private:
-  Status check(const Tensor& t, const char* what) const {
-    if (t.dims == d_.dims && t.layout == d_.layout && t.data != nullptr) return Status::ok();
-    return Status::invalid_argument(std::string(what) + ": expected " + d_.dims.to_string() + " " +
-                                    layout_name(d_.layout) + ", got " + t.dims.to_string() + " " +
-                                    layout_name(t.layout));
-  }
+  Status check(const Tensor& t, const char* what) const { return check_bn_tensor(d_, t, what); }
   // sums_[c] = Σ_n part1_[n][c], sums_[C + c] = Σ_n part2_[n][c], in batch order.
   void sum_over_batch(int C) {
     for (int c = 0; c < C; ++c) {

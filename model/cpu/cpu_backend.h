@@ -88,6 +88,8 @@ StatusOr<std::unique_ptr<ConvOp>> make_cpu_conv(CpuBackend& backend, const ConvD
 StatusOr<std::unique_ptr<BatchNormOp>> make_cpu_batch_norm(CpuBackend& backend, const BatchNormDesc& desc);
 // Our fused kernels (batch_norm_fused.cc); make_cpu_batch_norm picks it or oneDNN's by desc.impl.
 StatusOr<std::unique_ptr<BatchNormOp>> make_fused_batch_norm(const BatchNormDesc& desc);
+// Both BN implementations: t has the desc's dims and layout and memory, or an error naming `what`.
+Status check_bn_tensor(const BatchNormDesc& desc, const Tensor& t, const char* what);
 StatusOr<std::unique_ptr<PoolOp>> make_cpu_pool(CpuBackend& backend, const PoolDesc& desc);
 StatusOr<std::unique_ptr<LinearOp>> make_cpu_linear(CpuBackend& backend, const LinearDesc& desc);
 
