@@ -21,6 +21,7 @@
 
 #include "coordinator/job_dir.h"
 #include "coordinator/request.h"
+#include "launch/blame.h"
 #include "launch/elastic.h"
 #include "launch/process.h"
 #include "launch/restart_log.h"
@@ -96,25 +97,6 @@ RestartRecord record(int attempt, std::string event, std::string reason, const s
   r.world = total_slots(hosts);
   return r;
 }
-
-// What mpirun's output says about which host failed.
-struct MpirunWatch {
-  std::mutex mu;
-  std::vector<std::string> blamed;  // in the order mpirun reported them
-  std::string first_report;
-  void on_line(const std::string& line) {
-    static const std::regex died(R"(noticed that process rank (\d+) with PID \d+ on node (\S+) exited on signal)");
-    static const std::regex lost(R"(Remote daemon: *\S+ on node (\S+))");
-    std::smatch m;
-    std::string host;
-    if (std::regex_search(line, m, died)) host = m[2];
-    else if (std::regex_search(line, m, lost)) host = m[1];
-    if (host.empty()) return;
-    std::lock_guard<std::mutex> lock(mu);
-    if (first_report.empty()) first_report = line;
-    if (std::find(blamed.begin(), blamed.end(), host) == blamed.end()) blamed.push_back(host);
-  }
-};
 
 class Supervisor {
  public:
@@ -252,20 +234,20 @@ StatusOr<int> Supervisor::run() {
     auto before = query_status(endpoint_, 2.0);
     if (before.is_ok()) known_gen_ = std::max(known_gen_, before->table.generation);
     const uint32_t gen_before = known_gen_;  // this launch's ranks register as a later generation
-    MpirunWatch watch;
+    MpirunReport report;
     const std::vector<std::string> argv = mpirun_argv(hosts, *plan);
     say("launch " + std::to_string(attempt) + ": " + std::to_string(world) + " rank(s) on " +
         mpirun_host_arg(hosts) + ", " + plan->describe());
     SX_ASSIGN_OR_RETURN(
         std::unique_ptr<Child> job,
         Child::start(argv, run_dir_ + "/launch-" + std::to_string(attempt) + ".log", o_.echo,
-                     [&watch](const std::string& line) { watch.on_line(line); }));
+                     [&report](const std::string& line) { report.on_line(line); }));
     const double t_launch = now_s();
     pause_seen_.clear();
     bool running = false;
     int64_t max_step = -1;
     std::string reason;
-    std::vector<std::string> blamed;  // hosts, first-failed first
+    std::vector<DeadRank> coord_dead;  // what the coordinator said at the failing poll
     double detect_s = NAN;
 
     while (reason.empty()) {
@@ -301,8 +283,7 @@ StatusOr<int> Supervisor::run() {
             worst_age = r.state == RankState::kDead ? r.heartbeat_age : worst_age;
             detect_s = r.heartbeat_age;
           }
-          if (r.state == RankState::kDead && std::find(blamed.begin(), blamed.end(), r.host) == blamed.end())
-            blamed.push_back(r.host);
+          if (r.state == RankState::kDead) coord_dead.push_back({r.host, r.heartbeat_age});
         }
         if (pending_ && max_step > pending_->resumed_step) {  // the relaunch made its first step
           pending_->restart_s = now_s() - pending_t_;
@@ -319,9 +300,8 @@ StatusOr<int> Supervisor::run() {
           r.batch = plan->describe();
           return finish(r, 0);
         }
-        std::lock_guard<std::mutex> lock(watch.mu);
-        reason = "mpirun exited with code " + std::to_string(code) +
-                 (watch.first_report.empty() ? std::string() : ": " + watch.first_report);
+        const std::string line = report.first_line();
+        reason = "mpirun exited with code " + std::to_string(code) + (line.empty() ? std::string() : ": " + line);
         detect_s = o_.poll_interval;
       } else if (!running && now_s() - t_launch > o_.start_timeout) {
         reason = "the ranks did not all register within " + std::to_string(int(o_.start_timeout)) + " s";
@@ -333,19 +313,23 @@ StatusOr<int> Supervisor::run() {
     say("failure: " + reason + "; aborting the job");
     // Probe while the job is being aborted (mpirun may take its whole grace time over a cut link).
     auto probing = std::async(std::launch::async, [this, &hosts] { return probe(hosts); });
+    // Deaths mpirun reports from here on are the ranks our own abort kills; a daemon it loses is news.
+    std::vector<std::string> named = report.died();
     job->stop(3.0);
     job.reset();
-    {
-      std::lock_guard<std::mutex> lock(watch.mu);
-      for (const std::string& h : watch.blamed)
-        if (std::find(blamed.begin(), blamed.end(), h) == blamed.end()) blamed.insert(blamed.begin(), h);
-    }
+    for (const std::string& h : report.lost()) named.push_back(h);
+    const std::vector<std::string> blamed = blame_hosts(named, coord_dead);
     std::vector<std::string> dead;
     const std::vector<bool> reachable = probing.get();
     for (size_t i = 0; i < hosts.size(); ++i) {
       const bool is_blamed = std::find(blamed.begin(), blamed.end(), hosts[i].name) != blamed.end();
       if (!reachable[i] || is_blamed) dead.push_back(hosts[i].name);
       if (!reachable[i]) say("host " + hosts[i].name + " is unreachable (probe through the launch agent failed)");
+      else if (is_blamed)
+        say("host " + hosts[i].name + " is dropped: " +
+            (std::find(named.begin(), named.end(), hosts[i].name) != named.end()
+                 ? "mpirun reported it"
+                 : "the coordinator heard from it the longest ago"));
     }
     // The coordinator's verdict on the dropped hosts' ranks (bounded by T + 1 s; the job is gone anyway).
     double confirm_s = NAN;

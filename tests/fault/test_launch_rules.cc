@@ -1,9 +1,11 @@
 // The pure parts of sx_launch: what a resize changes in the job (elastic.keep_global_batch on and off,
-// a global batch that cannot be split, scale_by_batch) and host lists / hostfiles.
+// a global batch that cannot be split, scale_by_batch), host lists / hostfiles, and which hosts a
+// failure is pinned on.
 #include <gtest/gtest.h>
 
 #include <fstream>
 
+#include "launch/blame.h"
 #include "launch/elastic.h"
 #include "launch/hosts.h"
 
@@ -118,4 +120,36 @@ TEST(Hosts, ProbeRunsTheCommandPerHost) {
 }
 
 }  // namespace
+}  // namespace sx::launch
+
+namespace sx::launch {
+
+TEST(Blame, MpirunsFirstDeathWinsOverEveryRankTheCoordinatorCallsDead) {
+  MpirunReport report;
+  report.on_line("Primary job  terminated normally, but 1 process returned");
+  report.on_line("mpirun noticed that process rank 1 with PID 26145 on node sxf2 exited on signal 9 (Killed).");
+  EXPECT_EQ(report.died(), std::vector<std::string>{"sxf2"});
+  EXPECT_TRUE(report.lost().empty());
+  EXPECT_NE(report.first_line().find("rank 1"), std::string::npos);
+  // A late poll: the ranks mpirun killed while aborting are dead too, a moment younger (or older: ages
+  // are only as fine as the heartbeat interval).
+  const std::vector<DeadRank> all = {{"sxf1", 2.4}, {"sxf2", 2.2}, {"sxf3", 2.1}};
+  EXPECT_EQ(blame_hosts(report.died(), all), std::vector<std::string>{"sxf2"});
+}
+
+TEST(Blame, WithoutMpirunTheLongestSilentHostOnly) {
+  const std::vector<DeadRank> dead = {{"b", 2.1}, {"a", 3.0}, {"a", 2.9}, {"c", 2.05}};
+  EXPECT_EQ(blame_hosts({}, dead), std::vector<std::string>{"a"});
+  EXPECT_TRUE(blame_hosts({}, {}).empty());
+}
+
+TEST(Blame, LostDaemonsAreReportedSeparately) {
+  MpirunReport report;
+  report.on_line("  HNP daemon   : [[1234,0],0] on node sxf1");
+  report.on_line("  Remote daemon: [[1234,0],2] on node sxf3");
+  EXPECT_TRUE(report.died().empty());
+  EXPECT_EQ(report.lost(), std::vector<std::string>{"sxf3"});
+  EXPECT_EQ(blame_hosts(report.lost(), {{"sxf1", 5}}), std::vector<std::string>{"sxf3"});
+}
+
 }  // namespace sx::launch
