@@ -131,6 +131,20 @@ class BatchNormOp {
   virtual Status backward(const Tensor& x, const Tensor& y, const Tensor& dy, const float* gamma,
                           const float* save_mean, const float* save_var, const Tensor& dx, float* dgamma,
                           float* dbeta, bool accumulate) = 0;
+  // Optional: backward() for dy = dz · s[n, c] + dmean[n, c] / (H·W) (what Backend::scale_backward
+  // writes) formed on the fly, so the SE block's gradient skips a pass writing and reading dy. s and
+  // dmean plain (N, C), either may be null (1, 0). dz is only read. Callers check scales_dy() first.
+  virtual bool scales_dy() const { return false; }
+  // Optional: from now on every forward (train and eval) also writes the mean over H, W of y for each
+  // (n, c) into pooled (plain (N, C); null stops it) — the SE block's global average pool, taken in
+  // the pass that writes y. Returns false when this implementation cannot (the caller pools itself).
+  virtual bool pool_output_into(float* /*pooled*/) { return false; }
+  virtual Status backward_scaled(const Tensor& /*x*/, const Tensor& /*y*/, const Tensor& /*dz*/, const float* /*s*/,
+                                 const float* /*dmean*/, const float* /*gamma*/, const float* /*save_mean*/,
+                                 const float* /*save_var*/, const Tensor& /*dx*/, float* /*dgamma*/,
+                                 float* /*dbeta*/, bool /*accumulate*/) {
+    return Status::unimplemented("batch norm backward_scaled");
+  }
 };
 
 class PoolOp {

@@ -34,6 +34,7 @@ StatusOr<std::unique_ptr<Bottleneck>> Bottleneck::make(Backend& backend, ParamSt
     SX_ASSIGN_OR_RETURN(b->hr_, allocate_floats(backend, int64_t(n) * d.se_channels, b->owned_));
     SX_ASSIGN_OR_RETURN(b->fc2_, LinearLayer::make(backend, store, d.name + ".se.fc2", n, d.se_channels, d.out, b->hr_));
     SX_ASSIGN_OR_RETURN(b->s_, allocate_floats(backend, int64_t(n) * d.out, b->owned_));
+    b->bn3_pools_ = b->conv3_->pool_output_into(b->m_);
   }
 
   const Tensor* shortcut = &d.x;
@@ -75,7 +76,7 @@ Status Bottleneck::forward(LayerContext& ctx, bool train) {
   SX_TRY(conv3_->forward(ctx, train));
   const Tensor& y3 = conv3_->out();
   if (fc1_) {
-    SX_TRY(be.global_avg_pool_forward(y3, m_));
+    if (!bn3_pools_) SX_TRY(be.global_avg_pool_forward(y3, m_));
     SX_TRY(fc1_->forward(ctx));
     int64_t nr = int64_t(y3.dims.n) * fc1_->out_features();
     SX_TRY(be.relu_forward(fc1_->out(), hr_, nr));
@@ -109,9 +110,14 @@ StatusOr<Tensor> Bottleneck::backward(LayerContext& ctx, const Tensor& dout, flo
     SX_TRY(fc1_->backward(ctx, se1, se0));                  // dm in se0
     dmean = se0;
   }
-  SX_ASSIGN_OR_RETURN(Tensor dy3, ctx.pool.acquire(y3.dims, y3.layout));
-  SX_TRY(be.scale_backward(dz, s_, dmean, dy3));
-  SX_ASSIGN_OR_RETURN(Tensor dy2, conv3_->backward(ctx, dy3, true));
+  Tensor dy2;
+  if (conv3_->scales_dy()) {  // dy3 = dz·s + dmean/(H·W) is formed inside BN3's backward passes
+    SX_ASSIGN_OR_RETURN(dy2, conv3_->backward_scaled(ctx, dz, s_, dmean));
+  } else {
+    SX_ASSIGN_OR_RETURN(Tensor dy3, ctx.pool.acquire(y3.dims, y3.layout));
+    SX_TRY(be.scale_backward(dz, s_, dmean, dy3));
+    SX_ASSIGN_OR_RETURN(dy2, conv3_->backward(ctx, dy3, true));
+  }
   SX_ASSIGN_OR_RETURN(Tensor dy1, conv2_->backward(ctx, dy2, true));
   SX_ASSIGN_OR_RETURN(Tensor dx, conv1_->backward(ctx, dy1, true));
   if (!down_) {

@@ -50,6 +50,7 @@ class Bottleneck {
   // SE: m = mean_hw(y3) (N, OC), h = fc1(m) (N, R), hr = relu(h), g = fc2(hr) (N, OC), s = sigmoid(g).
   std::unique_ptr<LinearLayer> fc1_, fc2_;
   float* m_ = nullptr;
+  bool bn3_pools_ = false;  // BN3's forward writes m itself (ConvBn::pool_output_into)
   float* hr_ = nullptr;
   float* s_ = nullptr;
   std::vector<Buffer> owned_;

@@ -118,12 +118,23 @@ Status ConvBn::backward_add_dx(LayerContext& ctx, const Tensor& dy, const Tensor
   return backward_impl(ctx, dy, true, &add_dx_to).status();
 }
 
-StatusOr<Tensor> ConvBn::backward_impl(LayerContext& ctx, const Tensor& dy, bool want_dx, const Tensor* add_dx_to) {
+StatusOr<Tensor> ConvBn::backward_scaled(LayerContext& ctx, const Tensor& dz, const float* s, const float* dmean) {
+  const ScaledDy scaled{s, dmean};
+  return backward_impl(ctx, dz, true, nullptr, &scaled);
+}
+
+StatusOr<Tensor> ConvBn::backward_impl(LayerContext& ctx, const Tensor& dy, bool want_dx, const Tensor* add_dx_to,
+                                       const ScaledDy* scaled) {
   ParamStore& s = ctx.store;
   SX_ASSIGN_OR_RETURN(Tensor dc, ctx.pool.acquire(c_.dims, c_.layout));
-  SX_TRY(bn_->backward(c_, y_, dy, s.param(gamma_), save_mean_, save_var_, dc, s.grad(gamma_), s.grad(beta_),
-                       ctx.accumulate));
-  ctx.pool.release(dy);
+  if (scaled) {
+    SX_TRY(bn_->backward_scaled(c_, y_, dy, scaled->s, scaled->dmean, s.param(gamma_), save_mean_, save_var_, dc,
+                                s.grad(gamma_), s.grad(beta_), ctx.accumulate));
+  } else {
+    SX_TRY(bn_->backward(c_, y_, dy, s.param(gamma_), save_mean_, save_var_, dc, s.grad(gamma_), s.grad(beta_),
+                         ctx.accumulate));
+    ctx.pool.release(dy);
+  }
   SX_TRY(conv_->backward_weights(x_, dc, s.grad(weight_), ctx.accumulate));
   if (ctx.on_ready) ctx.on_ready(weight_);
   Tensor dx;

@@ -75,10 +75,21 @@ class ConvBn {
   // The same, but adds dx into add_dx_to (a projection shortcut's share of its block input's
   // gradient), fused into the conv where the op can (ConvOp::accumulates_data).
   Status backward_add_dx(LayerContext& ctx, const Tensor& dy, const Tensor& add_dx_to);
+  // backward() for dy = dz · s[n, c] + dmean[n, c] / (H'·W') (the SE block's scale backward), formed
+  // inside the BN's backward; dz is read, not released. Only when scales_dy().
+  bool scales_dy() const { return bn_->scales_dy(); }
+  // out()'s mean over H', W' per (n, c) written to pooled by every forward (BatchNormOp::pool_output_into).
+  bool pool_output_into(float* pooled) { return bn_->pool_output_into(pooled); }
+  StatusOr<Tensor> backward_scaled(LayerContext& ctx, const Tensor& dz, const float* s, const float* dmean);
   const Tensor& out() const { return y_; }
 
  private:
-  StatusOr<Tensor> backward_impl(LayerContext& ctx, const Tensor& dy, bool want_dx, const Tensor* add_dx_to);
+  struct ScaledDy {
+    const float* s;
+    const float* dmean;
+  };
+  StatusOr<Tensor> backward_impl(LayerContext& ctx, const Tensor& dy, bool want_dx, const Tensor* add_dx_to,
+                                 const ScaledDy* scaled = nullptr);
 
   std::unique_ptr<ConvOp> conv_;
   std::unique_ptr<BatchNormOp> bn_;

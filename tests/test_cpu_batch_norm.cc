@@ -1,7 +1,9 @@
 // CPU BatchNormOp against a double-precision reference: training forward (batch statistics,
 // biased save_var, momentum-0.1 running update with the unbiased variance), eval forward
 // (running statistics), backward (analytic reference over every element and central finite
-// differences at sampled points), fused ReLU, accumulate — for the fused kernels and oneDNN's.
+// differences at sampled points), fused ReLU, accumulate — for the fused kernels and oneDNN's; the
+// fused kernels' backward_scaled (dy = dz·s + dmean/(H·W) formed inside) against the same reference,
+// and their pooled output (the SE block's mean over H, W taken in the forward's apply pass).
 // SyncBN: two threads as two ranks, each with half the batch and a reducer that sums both halves'
 // partials, reproduce BN over the whole batch. N batch, C channels, M = N·H·W.
 #include <gtest/gtest.h>
@@ -166,6 +168,37 @@ TEST_P(BatchNormTest, TrainEvalBackwardMatchReference) {
   expect_close(dgamma, dg2, 1e-4, "dgamma accumulated");
   expect_close(dbeta, db2, 1e-4, "dbeta accumulated");
 
+  // The SE block's fused form: dy = dz·s[n, c] + dmean[n, c]/(H·W) built inside the backward passes.
+  if (op->scales_dy()) {
+    auto sh = random_vec(size_t(d.n) * nc, 11, 0.f, 1.f), dmh = random_vec(size_t(d.n) * nc, 12, -2.f, 2.f);
+    std::vector<double> dy_scaled(rh.size());
+    for (int n = 0; n < d.n; ++n)
+      for (int c = 0; c < d.c; ++c)
+        for (int i = 0; i < d.h * d.w; ++i) {
+          const size_t e = ref.idx(n, c, i), nc_i = size_t(n) * nc + size_t(c);
+          const double v = double(rh[e]) * sh[nc_i] + double(dmh[nc_i]) / (d.h * d.w);
+          dy_scaled[e] = (p.fuse_relu && y_ref[e] <= 0) ? 0 : v;
+        }
+    std::vector<double> dxs_ref, dgs_ref, dbs_ref;
+    ref.backward(xh, dy_scaled, gamma, dxs_ref, dgs_ref, dbs_ref);
+    auto dx2 = make_tensor(*be, d, p.layout);
+    std::vector<float> dgs(nc, 7.f), dbs(nc, 7.f);
+    st = op->backward_scaled(x.t, y.t, dy.t, sh.data(), dmh.data(), gamma.data(), save_mean.data(), save_var.data(),
+                             dx2.t, dgs.data(), dbs.data(), false);
+    ASSERT_TRUE(st.is_ok()) << st.to_string();
+    expect_close(download(*be, dx2.t), dxs_ref, 1e-4, "dx scaled");
+    expect_close(dgs, dgs_ref, 1e-4, "dgamma scaled");
+    expect_close(dbs, dbs_ref, 1e-4, "dbeta scaled");
+    EXPECT_EQ(download(*be, dy.t), rh) << "dz must be read only";
+    // Null s and dmean are 1 and 0: the plain backward.
+    ASSERT_TRUE(op->backward_scaled(x.t, y.t, dy.t, nullptr, nullptr, gamma.data(), save_mean.data(), save_var.data(),
+                                    dx2.t, dgs.data(), dbs.data(), false)
+                    .is_ok());
+    expect_close(download(*be, dx2.t), dx_ref, 1e-4, "dx scaled by null");
+  } else {
+    EXPECT_EQ(p.impl, BatchNormImpl::kOneDnn) << "the fused BN forms the SE-scaled dy itself";
+  }
+
   // Central finite differences of L through the training forward (fresh running buffers).
   std::vector<float> sm(nc), sv(nc), rm(nc), rv(nc);
   auto loss = [&]() {
@@ -216,6 +249,31 @@ TEST_P(BatchNormTest, TrainEvalBackwardMatchReference) {
   ASSERT_TRUE(op->forward_eval(x.t, gamma.data(), beta.data(), em.data(), ev.data(), y.t).is_ok());
   std::vector<double> emd(em.begin(), em.end()), evd(ev.begin(), ev.end());
   expect_close(download(*be, y.t), ref.normalize(xh, gamma, beta, emd, evd, p.fuse_relu), 1e-5, "y eval");
+
+  // The SE pooling folded into the forward: pooled[n, c] = mean over H, W of y, train and eval.
+  std::vector<float> pooled(size_t(d.n) * nc, -1.f);
+  if (!op->pool_output_into(pooled.data())) {
+    EXPECT_EQ(p.impl, BatchNormImpl::kOneDnn) << "the fused BN pools its output itself";
+    return;
+  }
+  auto mean_hw = [&](const std::vector<float>& yv) {
+    std::vector<double> m(size_t(d.n) * nc, 0);
+    for (int n = 0; n < d.n; ++n)
+      for (int c = 0; c < d.c; ++c) {
+        for (int i = 0; i < d.h * d.w; ++i) m[size_t(n) * nc + size_t(c)] += yv[ref.idx(n, c, i)];
+        m[size_t(n) * nc + size_t(c)] /= d.h * d.w;
+      }
+    return m;
+  };
+  ASSERT_TRUE(op->forward_eval(x.t, gamma.data(), beta.data(), em.data(), ev.data(), y.t).is_ok());
+  expect_close(pooled, mean_hw(download(*be, y.t)), 1e-5, "pooled eval");
+  ASSERT_TRUE(op->forward_train(x.t, gamma.data(), beta.data(), y.t, sm.data(), sv.data(), rm.data(), rv.data(), 0.1f)
+                  .is_ok());
+  expect_close(pooled, mean_hw(download(*be, y.t)), 1e-5, "pooled train");
+  std::fill(pooled.begin(), pooled.end(), -1.f);
+  ASSERT_TRUE(op->pool_output_into(nullptr));
+  ASSERT_TRUE(op->forward_eval(x.t, gamma.data(), beta.data(), em.data(), ev.data(), y.t).is_ok());
+  EXPECT_EQ(pooled, std::vector<float>(size_t(d.n) * nc, -1.f)) << "pooling after pool_output_into(nullptr)";
 }
 
 // Every shape runs on both implementations: the fused kernels (default) and oneDNN's.

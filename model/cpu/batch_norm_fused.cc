@@ -114,37 +114,42 @@ inline void store(float* p, __m512 v) {
     _mm512_storeu_ps(p, v);
 }
 
+// Returns Σ_hw y per lane (the SE block's pooling, when asked for).
 template <bool Relu, bool Stream>
-inline void apply_plane(const float* xb, int64_t hw, const float* mean, const float* scale, const float* beta,
-                        float* yb) {
+inline __m512 apply_plane(const float* xb, int64_t hw, const float* mean, const float* scale, const float* beta,
+                          float* yb) {
   const __m512 mu = _mm512_loadu_ps(mean), sc = _mm512_loadu_ps(scale), be = _mm512_loadu_ps(beta);
   const __m512 zero = _mm512_setzero_ps();
+  __m512 sum = zero;
   for (int64_t p = 0; p < hw; ++p) {
     __m512 v = bn_value(_mm512_loadu_ps(xb + p * 16), mu, sc, be);
     if constexpr (Relu) v = _mm512_max_ps(v, zero);
+    sum = _mm512_add_ps(sum, v);
     store<Stream>(yb + p * 16, v);
   }
   if constexpr (Stream) _mm_sfence();
+  return sum;
 }
 
-// dy' = dy where the forward's pre-ReLU value was > 0 (Relu), else dy.
+// dy' = dy where the forward's pre-ReLU value was > 0 (Relu), else dy; dy = dz·gs + gt (see Grad).
 template <bool Relu>
-inline __m512 masked_dy(const float* xp, const float* gp, __m512 mu, __m512 sc, __m512 be) {
-  const __m512 g = _mm512_loadu_ps(gp);
+inline __m512 masked_dy(const float* xp, const float* gp, __m512 gs, __m512 gt, __m512 mu, __m512 sc, __m512 be) {
+  const __m512 g = _mm512_fmadd_ps(_mm512_loadu_ps(gp), gs, gt);
   if constexpr (!Relu) return g;
   const __mmask16 m = _mm512_cmp_ps_mask(bn_value(_mm512_loadu_ps(xp), mu, sc, be), _mm512_setzero_ps(), _CMP_GT_OQ);
   return _mm512_maskz_mov_ps(m, g);
 }
 
 template <bool Relu>
-inline void grad_plane(const float* xb, const float* gb, int64_t hw, const float* mean, const float* scale,
-                       const float* beta, double* o1, double* o2) {
+inline void grad_plane(const float* xb, const float* gb, int64_t hw, const float* gsp, const float* gtp,
+                       const float* mean, const float* scale, const float* beta, double* o1, double* o2) {
   const __m512 mu = _mm512_loadu_ps(mean), sc = _mm512_loadu_ps(scale), be = _mm512_loadu_ps(beta);
+  const __m512 gs = _mm512_loadu_ps(gsp), gt = _mm512_loadu_ps(gtp);
   __m512d s1[2], s2[2];
   sum_plane(
       hw,
       [&](int64_t p, __m512& a, __m512& q) {
-        const __m512 g = masked_dy<Relu>(xb + p * 16, gb + p * 16, mu, sc, be);
+        const __m512 g = masked_dy<Relu>(xb + p * 16, gb + p * 16, gs, gt, mu, sc, be);
         a = _mm512_add_ps(a, g);
         q = _mm512_fmadd_ps(g, _mm512_sub_ps(_mm512_loadu_ps(xb + p * 16), mu), q);
       },
@@ -154,12 +159,14 @@ inline void grad_plane(const float* xb, const float* gb, int64_t hw, const float
 }
 
 template <bool Relu, bool Stream>
-inline void grad_apply_plane(const float* xb, const float* gb, int64_t hw, const float* mean, const float* scale,
-                             const float* beta, const float* a, const float* b, const float* c0, float* ob) {
+inline void grad_apply_plane(const float* xb, const float* gb, int64_t hw, const float* gsp, const float* gtp,
+                             const float* mean, const float* scale, const float* beta, const float* a, const float* b,
+                             const float* c0, float* ob) {
   const __m512 mu = _mm512_loadu_ps(mean), sc = _mm512_loadu_ps(scale), be = _mm512_loadu_ps(beta);
+  const __m512 gs = _mm512_loadu_ps(gsp), gt = _mm512_loadu_ps(gtp);
   const __m512 ka = _mm512_loadu_ps(a), kb = _mm512_loadu_ps(b), kc = _mm512_loadu_ps(c0);
   for (int64_t p = 0; p < hw; ++p) {
-    const __m512 g = masked_dy<Relu>(xb + p * 16, gb + p * 16, mu, sc, be);
+    const __m512 g = masked_dy<Relu>(xb + p * 16, gb + p * 16, gs, gt, mu, sc, be);
     const __m512 xm = _mm512_sub_ps(_mm512_loadu_ps(xb + p * 16), mu);
     store<Stream>(ob + p * 16, _mm512_fmadd_ps(ka, g, _mm512_fmadd_ps(kb, xm, kc)));
   }
@@ -220,50 +227,76 @@ void stat_partials(const LayoutView& x, const float* k, double* s1, double* s2) 
 // y = [relu]((x - mean[c]) · scale[c] + beta[c]). The backward recomputes the mask with mask_of().
 inline float bn_value(float x, float mean, float scale, float beta) { return (x - mean) * scale + beta; }
 
+// pooled (plain (N, C), may be null) = mean over H, W of y: the SE block's global average pool,
+// taken while y is in registers instead of in a pass of its own.
 template <int K, bool Relu>
 void apply(const LayoutView& x, const float* mean, const float* scale, const float* beta, const LayoutView& y,
-           bool stream) {
+           bool stream, float* pooled) {
   const int B = K ? K : x.b;
+  const float inv_hw = 1.f / float(x.hw);
 #pragma omp parallel for collapse(2) schedule(static) if (floats(x) >= kParallelMin)
   for (int n = 0; n < x.n; ++n) {
     for (int j = 0; j < x.cb; ++j) {
       const float* xb = x.block(n, j);
       float* yb = y.block(n, j);
       const float *mu = mean + int64_t(j) * B, *sc = scale + int64_t(j) * B, *be = beta + int64_t(j) * B;
+      float* pb = pooled ? pooled + int64_t(n) * x.c + int64_t(j) * B : nullptr;
+      Lanes<K> sum_lanes(B);
+      float* sum = sum_lanes.data();
 #ifdef __AVX512F__
       if constexpr (K == 16) {
-        if (stream && (reinterpret_cast<uintptr_t>(yb) & 63) == 0)
-          avx::apply_plane<Relu, true>(xb, x.hw, mu, sc, be, yb);
-        else
-          avx::apply_plane<Relu, false>(xb, x.hw, mu, sc, be, yb);
+        const __m512 v = stream && (reinterpret_cast<uintptr_t>(yb) & 63) == 0
+                             ? avx::apply_plane<Relu, true>(xb, x.hw, mu, sc, be, yb)
+                             : avx::apply_plane<Relu, false>(xb, x.hw, mu, sc, be, yb);
+        if (pb) {
+          _mm512_storeu_ps(sum, v);
+          for (int l = 0, valid = x.valid_lanes(j); l < valid; ++l) pb[l] = sum[l] * inv_hw;
+        }
         continue;
       }
 #endif
       if constexpr (K == 1) {
         const float m0 = mu[0], s0 = sc[0], b0 = be[0];
-#pragma omp simd
+        float acc = 0.f;
+#pragma omp simd reduction(+ : acc)
         for (int64_t p = 0; p < x.hw; ++p) {
-          const float v = bn_value(xb[p], m0, s0, b0);
-          yb[p] = Relu ? (v > 0.f ? v : 0.f) : v;
+          float v = bn_value(xb[p], m0, s0, b0);
+          v = Relu ? (v > 0.f ? v : 0.f) : v;
+          yb[p] = v;
+          acc += v;
         }
+        if (pb) pb[0] = acc * inv_hw;
       } else {
+        for (int l = 0; l < B; ++l) sum[l] = 0.f;
         for (int64_t p = 0; p < x.hw; ++p) {
           const float* xp = xb + p * B;
           float* yp = yb + p * B;
 #pragma omp simd
           for (int l = 0; l < B; ++l) {
-            const float v = bn_value(xp[l], mu[l], sc[l], be[l]);
-            yp[l] = Relu ? (v > 0.f ? v : 0.f) : v;
+            float v = bn_value(xp[l], mu[l], sc[l], be[l]);
+            v = Relu ? (v > 0.f ? v : 0.f) : v;
+            yp[l] = v;
+            sum[l] += v;
           }
         }
+        if (pb)
+          for (int l = 0, valid = x.valid_lanes(j); l < valid; ++l) pb[l] = sum[l] * inv_hw;
       }
     }
   }
 }
 
+// The incoming gradient as the kernels read it: dy = dz·gs[n·CP + c] + gt[n·CP + c] (1 and 0 for a
+// plain backward; the SE scale and pooled-mean gradient for backward_scaled).
+struct Grad {
+  LayoutView dz;
+  const float* gs;
+  const float* gt;
+};
+
 // g1[n·CP + c] = Σ_hw dy', g2 = Σ_hw dy'·(x - mean[c]); dy' = dy masked by the forward's ReLU.
 template <int K, bool Relu>
-void grad_partials(const LayoutView& x, const LayoutView& dy, const float* mean, const float* scale,
+void grad_partials(const LayoutView& x, const Grad& dy, const float* mean, const float* scale,
                    const float* beta, double* g1, double* g2) {
   const int B = K ? K : x.b;
   const int64_t cp = int64_t(x.cb) * B;
@@ -271,22 +304,24 @@ void grad_partials(const LayoutView& x, const LayoutView& dy, const float* mean,
   for (int n = 0; n < x.n; ++n) {
     for (int j = 0; j < x.cb; ++j) {
       const float* xb = x.block(n, j);
-      const float* gb = dy.block(n, j);
-      double* o1 = g1 + n * cp + int64_t(j) * B;
-      double* o2 = g2 + n * cp + int64_t(j) * B;
+      const float* gb = dy.dz.block(n, j);
+      const int64_t nj = n * cp + int64_t(j) * B;
+      const float *gs = dy.gs + nj, *gt = dy.gt + nj;
+      double* o1 = g1 + nj;
+      double* o2 = g2 + nj;
       const float *mu = mean + int64_t(j) * B, *sc = scale + int64_t(j) * B, *be = beta + int64_t(j) * B;
 #ifdef __AVX512F__
       if constexpr (K == 16) {
-        avx::grad_plane<Relu>(xb, gb, x.hw, mu, sc, be, o1, o2);
+        avx::grad_plane<Relu>(xb, gb, x.hw, gs, gt, mu, sc, be, o1, o2);
         continue;
       }
 #endif
       if constexpr (K == 1) {
-        const float m0 = mu[0], s0 = sc[0], b0 = be[0];
+        const float m0 = mu[0], s0 = sc[0], b0 = be[0], gs0 = gs[0], gt0 = gt[0];
         double a1 = 0, a2 = 0;
 #pragma omp simd reduction(+ : a1, a2)
         for (int64_t p = 0; p < x.hw; ++p) {
-          const float g = Relu && !(bn_value(xb[p], m0, s0, b0) > 0.f) ? 0.f : gb[p];
+          const float g = Relu && !(bn_value(xb[p], m0, s0, b0) > 0.f) ? 0.f : std::fma(gb[p], gs0, gt0);
           a1 += double(g);
           a2 += double(g) * double(xb[p] - m0);
         }
@@ -302,7 +337,7 @@ void grad_partials(const LayoutView& x, const LayoutView& dy, const float* mean,
           const float* gp = gb + p * B;
 #pragma omp simd
           for (int l = 0; l < B; ++l) {
-            const float g = Relu && !(bn_value(xp[l], mu[l], sc[l], be[l]) > 0.f) ? 0.f : gp[l];
+            const float g = Relu && !(bn_value(xp[l], mu[l], sc[l], be[l]) > 0.f) ? 0.f : std::fma(gp[l], gs[l], gt[l]);
             a1[l] += double(g);
             a2[l] += double(g) * double(xp[l] - mu[l]);
           }
@@ -315,31 +350,33 @@ void grad_partials(const LayoutView& x, const LayoutView& dy, const float* mean,
 
 // dx = a[c]·dy' + b[c]·(x - mean[c]) + c0[c] (the BN input gradient with its per-channel constants).
 template <int K, bool Relu>
-void grad_apply(const LayoutView& x, const LayoutView& dy, const float* mean, const float* scale, const float* beta,
+void grad_apply(const LayoutView& x, const Grad& dy, const float* mean, const float* scale, const float* beta,
                 const float* a, const float* b, const float* c0, const LayoutView& dx, bool stream) {
+  const int64_t cp = int64_t(x.cb) * (K ? K : x.b);
   const int B = K ? K : x.b;
 #pragma omp parallel for collapse(2) schedule(static) if (floats(x) >= kParallelMin)
   for (int n = 0; n < x.n; ++n) {
     for (int j = 0; j < x.cb; ++j) {
       const float* xb = x.block(n, j);
-      const float* gb = dy.block(n, j);
+      const float* gb = dy.dz.block(n, j);
       float* ob = dx.block(n, j);
       const int64_t o = int64_t(j) * B;
       const float *mu = mean + o, *sc = scale + o, *be = beta + o, *ka = a + o, *kb = b + o, *kc = c0 + o;
+      const float *gs = dy.gs + n * cp + o, *gt = dy.gt + n * cp + o;
 #ifdef __AVX512F__
       if constexpr (K == 16) {
         if (stream && (reinterpret_cast<uintptr_t>(ob) & 63) == 0)
-          avx::grad_apply_plane<Relu, true>(xb, gb, x.hw, mu, sc, be, ka, kb, kc, ob);
+          avx::grad_apply_plane<Relu, true>(xb, gb, x.hw, gs, gt, mu, sc, be, ka, kb, kc, ob);
         else
-          avx::grad_apply_plane<Relu, false>(xb, gb, x.hw, mu, sc, be, ka, kb, kc, ob);
+          avx::grad_apply_plane<Relu, false>(xb, gb, x.hw, gs, gt, mu, sc, be, ka, kb, kc, ob);
         continue;
       }
 #endif
       if constexpr (K == 1) {
-        const float m0 = mu[0], s0 = sc[0], b0 = be[0], a0 = ka[0], bb = kb[0], cc = kc[0];
+        const float m0 = mu[0], s0 = sc[0], b0 = be[0], a0 = ka[0], bb = kb[0], cc = kc[0], gs0 = gs[0], gt0 = gt[0];
 #pragma omp simd
         for (int64_t p = 0; p < x.hw; ++p) {
-          const float g = Relu && !(bn_value(xb[p], m0, s0, b0) > 0.f) ? 0.f : gb[p];
+          const float g = Relu && !(bn_value(xb[p], m0, s0, b0) > 0.f) ? 0.f : std::fma(gb[p], gs0, gt0);
           ob[p] = a0 * g + bb * (xb[p] - m0) + cc;
         }
       } else {
@@ -349,7 +386,7 @@ void grad_apply(const LayoutView& x, const LayoutView& dy, const float* mean, co
           float* op = ob + p * B;
 #pragma omp simd
           for (int l = 0; l < B; ++l) {
-            const float g = Relu && !(bn_value(xp[l], mu[l], sc[l], be[l]) > 0.f) ? 0.f : gp[l];
+            const float g = Relu && !(bn_value(xp[l], mu[l], sc[l], be[l]) > 0.f) ? 0.f : std::fma(gp[l], gs[l], gt[l]);
             op[l] = ka[l] * g + kb[l] * (xp[l] - mu[l]) + kc[l];
           }
         }
@@ -381,6 +418,11 @@ class FusedBatchNormOp final : public BatchNormOp {
     stream_ = probe.bytes() >= kStreamBytes;
     for (auto* a : {&shift_, &mean_, &scale_, &beta_, &bmean_, &ka_, &kb_, &kc_, &eval_mean_, &eval_scale_, &eval_beta_})
       a->assign(size_t(cp_), 0.f);
+    const size_t planes = size_t(d.dims.n * cp_);
+    ones_.assign(planes, 1.f);
+    zeros_.assign(planes, 0.f);
+    gs_.assign(planes, 0.f);
+    gt_.assign(planes, 0.f);
   }
 
   Status forward_train(const Tensor& x, const float* gamma, const float* beta, const Tensor& y, float* save_mean,
@@ -410,7 +452,8 @@ class FusedBatchNormOp final : public BatchNormOp {
     }
     const LayoutView yv = LayoutView::of(y);
     dispatch(xv.b, d_.fuse_relu, [&](auto k, auto relu) {
-      apply<decltype(k)::value, decltype(relu)::value>(xv, mean_.data(), scale_.data(), beta_.data(), yv, stream_);
+      apply<decltype(k)::value, decltype(relu)::value>(xv, mean_.data(), scale_.data(), beta_.data(), yv, stream_,
+                                                        pooled_);
     });
     return Status::ok();
   }
@@ -427,7 +470,8 @@ class FusedBatchNormOp final : public BatchNormOp {
     }
     const LayoutView xv = LayoutView::of(x), yv = LayoutView::of(y);
     dispatch(xv.b, d_.fuse_relu, [&](auto k, auto relu) {
-      apply<decltype(k)::value, decltype(relu)::value>(xv, eval_mean_.data(), eval_scale_.data(), eval_beta_.data(), yv, stream_);
+      apply<decltype(k)::value, decltype(relu)::value>(xv, eval_mean_.data(), eval_scale_.data(), eval_beta_.data(), yv,
+                                                        stream_, pooled_);
     });
     return Status::ok();
   }
@@ -435,11 +479,40 @@ class FusedBatchNormOp final : public BatchNormOp {
   Status backward(const Tensor& x, const Tensor& /*y: the mask is recomputed from x*/, const Tensor& dy,
                   const float* gamma, const float* save_mean, const float* save_var, const Tensor& dx, float* dgamma,
                   float* dbeta, bool accumulate) override {
-    SX_TRY(check(x, "bn backward x"));
     SX_TRY(check(dy, "bn backward dy"));
+    return backward_impl(x, Grad{LayoutView::of(dy), ones_.data(), zeros_.data()}, gamma, save_mean, save_var, dx,
+                         dgamma, dbeta, accumulate);
+  }
+
+  bool scales_dy() const override { return true; }
+  bool pool_output_into(float* pooled) override {
+    pooled_ = pooled;
+    return true;
+  }
+  Status backward_scaled(const Tensor& x, const Tensor& /*y*/, const Tensor& dz, const float* s, const float* dmean,
+                         const float* gamma, const float* save_mean, const float* save_var, const Tensor& dx,
+                         float* dgamma, float* dbeta, bool accumulate) override {
+    SX_TRY(check(dz, "bn backward dz"));
+    // Per-plane constants of dy = dz·s + dmean/(H·W), zero on the padded lanes past C.
+    const int C = d_.dims.c;
+    const float inv_hw = 1.f / float(d_.dims.h * d_.dims.w);
+    for (int n = 0; n < d_.dims.n; ++n)
+      for (int c = 0; c < C; ++c) {
+        const size_t i = size_t(n * cp_ + c), src = size_t(n) * C + c;
+        gs_[i] = s ? s[src] : 1.f;
+        gt_[i] = dmean ? dmean[src] * inv_hw : 0.f;
+      }
+    return backward_impl(x, Grad{LayoutView::of(dz), gs_.data(), gt_.data()}, gamma, save_mean, save_var, dx,
+                         dgamma, dbeta, accumulate);
+  }
+
+ private:
+  Status backward_impl(const Tensor& x, const Grad& gv, const float* gamma, const float* save_mean,
+                       const float* save_var, const Tensor& dx, float* dgamma, float* dbeta, bool accumulate) {
+    SX_TRY(check(x, "bn backward x"));
     SX_TRY(check(dx, "bn backward dx"));
     const int C = d_.dims.c;
-    const LayoutView xv = LayoutView::of(x), gv = LayoutView::of(dy), ov = LayoutView::of(dx);
+    const LayoutView xv = LayoutView::of(x), ov = LayoutView::of(dx);
     // save_mean is the forward's mean_, so the recomputed ReLU mask matches the forward's.
     std::copy(save_mean, save_mean + C, bmean_.begin());
     const float* mu = bmean_.data();
@@ -473,7 +546,6 @@ class FusedBatchNormOp final : public BatchNormOp {
     return Status::ok();
   }
 
- private:
   Status check(const Tensor& t, const char* what) const { return check_bn_tensor(d_, t, what); }
   // sums_[c] = Σ_n part1_[n][c], sums_[C + c] = Σ_n part2_[n][c], in batch order.
   void sum_over_batch(int C) {
@@ -499,6 +571,9 @@ class FusedBatchNormOp final : public BatchNormOp {
   std::vector<float> bmean_;                  // backward's save_mean
   std::vector<float> ka_, kb_, kc_;           // backward's dx constants
   std::vector<float> eval_mean_, eval_scale_, eval_beta_;  // forward_eval's
+  // (N, CP) per-plane maps of the incoming gradient (Grad): identity, and backward_scaled's.
+  std::vector<float> ones_, zeros_, gs_, gt_;
+  float* pooled_ = nullptr;  // pool_output_into's (N, C) destination
 };
 
 }  // namespace
