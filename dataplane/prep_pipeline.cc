@@ -198,9 +198,6 @@ StatusOr<PrepResult> run_prep(const PrepOptions& opts) {
   m.center_crop = o.center_crop;
   m.command = o.command;
 
-  // First, so that a run that fails at any point leaves OUT without a manifest (never a stale one).
-  SX_TRY(clean_output_dir(o.out));
-
   // Class names given by the user fix num_classes (and the label range) up front.
   std::vector<std::string> names;
   if (!o.class_names.empty()) {
@@ -260,6 +257,11 @@ StatusOr<PrepResult> run_prep(const PrepOptions& opts) {
   }
   if (!bad.empty() && !o.skip_bad)
     return Status::invalid_argument(bad.front().to_string() + ". HINT: --skip-bad leaves bad inputs out and lists them");
+
+  // Only once the inputs are read (a typo in a path or a broken list leaves an earlier dataset in OUT
+  // as it was), and before the first shard: a run that fails from here on leaves OUT without a
+  // manifest (incomplete, never a stale manifest naming new shards).
+  SX_TRY(clean_output_dir(o.out));
   m.num_classes = o.num_classes;
   m.class_names = names;
 

@@ -2,7 +2,8 @@
 // tests/data/cmyk_32x24.jpg, which OpenCV cannot write; see tests/data/make_cmyk_jpeg.c): missing,
 // zero-byte, truncated, undecodable and non-image files, decompression bombs, bad labels, lines
 // without a label; and images that must be converted, not refused: CMYK, 16-bit, gray, alpha.
-// Default: stop with a message naming list line, file and problem, exit non-zero, no manifest.
+// Default: stop with a message naming list line, file and problem, exit non-zero, no manifest; a run
+// that fails while reading its inputs leaves an earlier dataset in OUT whole.
 // --skip-bad: every bad input is in the report and the rest is converted.
 #include <zlib.h>
 
@@ -327,7 +328,11 @@ TEST(PrepBadInput, IdxPlainGzAndBrokenFiles) {
   StatusOr<PrepResult> r = run_prep(o);
   ASSERT_FALSE(r.is_ok());
   EXPECT_NE(r.status().message().find(o.images + ": truncated"), std::string::npos) << r.status().message();
-  EXPECT_FALSE(fs::exists(dir / "out" / kManifestName));
+  // Failing on its inputs, the run leaves the earlier dataset in OUT whole.
+  StatusOr<Manifest> kept = load_manifest(o.out);
+  ASSERT_TRUE(kept.is_ok()) << kept.status().to_string();
+  EXPECT_EQ(kept->num_samples, 3);
+  EXPECT_TRUE(read_shard(dir / "out/shard-00000.h5").ok);
   write_idx(o.images, o.labels, false, 0, 0x801);  // a labels file given as --images
   r = run_prep(o);
   ASSERT_FALSE(r.is_ok());
