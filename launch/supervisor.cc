@@ -11,9 +11,7 @@
 #include <fstream>
 #include <map>
 #include <future>
-#include <mutex>
 #include <optional>
-#include <regex>
 #include <set>
 #include <thread>
 

@@ -38,6 +38,7 @@ class GradCheck : public ::testing::Test {
 
   void setup(const ModelSpec& spec, int hw) {
     NetworkOptions o;
+    o.bn_impl = bn_impl_;
     o.batch = kBatch;
     o.image_h = o.image_w = hw;
     o.seed = 3;
@@ -154,6 +155,7 @@ class GradCheck : public ::testing::Test {
   static constexpr int kBatch = 4;
   // One thread: tiny shapes; on the shared 2-core machine OpenMP barriers made this 10x slower.
   std::unique_ptr<Backend> be_ = make_cpu_backend(BackendOptions{.threads = 1});
+  BatchNormImpl bn_impl_ = BatchNormImpl::kAuto;
   std::unique_ptr<Network> net_;
   std::vector<float> grads_, params_;
   std::vector<int32_t> labels_ = {3, 7, 1, 3};
@@ -222,6 +224,24 @@ TEST_F(GradCheckVd, StemAndAvgPoolShortcut) {
   check("stage1.block0.downsample.conv.weight");  // avg pool 2x2/2 then 1x1
   check("stage2.block0.downsample.conv.weight");  // avg pool on 3x3 (ceil mode)
   check("stage2.block0.downsample.bn.weight");
+}
+
+// oneDNN's batch norm cannot take the SE block's passes (pool_output_into, backward_scaled), so the
+// block runs the separate global-average-pool and scale-backward ops: the same gradients.
+class GradCheckOneDnnBn : public GradCheck {
+ protected:
+  void SetUp() override {
+    bn_impl_ = BatchNormImpl::kOneDnn;
+    GradCheck::SetUp();
+  }
+};
+
+TEST_F(GradCheckOneDnnBn, SqueezeExcitationThroughSeparateOps) {
+  check("stage1.block0.conv3.weight");
+  check("stage1.block0.bn3.weight");
+  check("stage1.block0.se.fc1.weight");
+  check("stage1.block0.se.fc2.bias");
+  check("stage0.block0.conv1.weight");
 }
 
 }  // namespace
