@@ -92,6 +92,15 @@ struct SgdSegment {
   float weight_decay = 0.f;
 };
 
+// A batch norm applied by its consumer instead of in a pass of its own: v ↦ (v - mean[c])·scale[c] +
+// shift[c] (BatchNormOp::defer_output). Arrays of at least C floats; mean == nullptr: identity.
+struct ChannelAffine {
+  const float* mean = nullptr;
+  const float* scale = nullptr;
+  const float* shift = nullptr;
+  explicit operator bool() const { return mean != nullptr; }
+};
+
 class ConvOp {
  public:
   virtual ~ConvOp() = default;
@@ -139,6 +148,13 @@ class BatchNormOp {
   // (n, c) into pooled (plain (N, C); null stops it) — the SE block's global average pool, taken in
   // the pass that writes y. Returns false when this implementation cannot (the caller pools itself).
   virtual bool pool_output_into(float* /*pooled*/) { return false; }
+  // Optional (no fused ReLU only): from now on forwards write no y; output_affine() then maps x to y
+  // for a consumer that applies it on the fly (the SE block's residual merge), and pool_output_into
+  // still delivers the pooled means of y. Saves the pass that writes y and the one that reads it.
+  // Returns false when this implementation cannot (it keeps writing y).
+  virtual bool defer_output() { return false; }
+  // The last forward's y = affine(x) (training: batch statistics; eval: running statistics).
+  virtual ChannelAffine output_affine() const { return {}; }
   virtual Status backward_scaled(const Tensor& /*x*/, const Tensor& /*y*/, const Tensor& /*dz*/, const float* /*s*/,
                                  const float* /*dmean*/, const float* /*gamma*/, const float* /*save_mean*/,
                                  const float* /*save_var*/, const Tensor& /*dx*/, float* /*dgamma*/,
@@ -201,14 +217,15 @@ class Backend {
   virtual Status sigmoid_forward(const float* x, float* y, int64_t count) = 0;
   virtual Status sigmoid_backward(const float* y, const float* dy, float* dx, int64_t count) = 0;
 
-  // Residual merge of a bottleneck: out = relu(x · s[n, c] + shortcut). s is plain (N, C), or null
-  // for a plain ResNeXt (scale 1). x, shortcut and out share dims and layout.
-  virtual Status scale_add_relu_forward(const Tensor& x, const float* s, const Tensor& shortcut,
-                                        const Tensor& out) = 0;
+  // Residual merge of a bottleneck: out = relu(x' · s[n, c] + shortcut'), x' = x_bn(x) and
+  // shortcut' = shortcut_bn(shortcut) (deferred batch norms; identity when empty). s is plain (N, C),
+  // or null for a plain ResNeXt (scale 1). x, shortcut and out share dims and layout.
+  virtual Status scale_add_relu_forward(const Tensor& x, const float* s, const Tensor& shortcut, const Tensor& out,
+                                        ChannelAffine x_bn = {}, ChannelAffine shortcut_bn = {}) = 0;
   // Given dout and the forward out: dz = dout · [out > 0] is written to dshortcut (overwrite);
-  // when s is not null, ds[n, c] = sum over H, W of dz · x (overwrite, plain (N, C)).
+  // when s is not null, ds[n, c] = sum over H, W of dz · x_bn(x) (overwrite, plain (N, C)).
   virtual Status scale_add_relu_backward(const Tensor& dout, const Tensor& out, const Tensor& x, const float* s,
-                                         const Tensor& dshortcut, float* ds) = 0;
+                                         const Tensor& dshortcut, float* ds, ChannelAffine x_bn = {}) = 0;
   // dx = dz · s[n, c] + (dmean ? dmean[n, c] / (H·W) : 0), overwrite. s null means 1.
   // Finishes the SE branch: dz is dshortcut from above, dmean the gradient of the SE pool input.
   virtual Status scale_backward(const Tensor& dz, const float* s, const float* dmean, const Tensor& dx) = 0;

@@ -36,6 +36,7 @@ StatusOr<std::unique_ptr<Bottleneck>> Bottleneck::make(Backend& backend, ParamSt
     SX_ASSIGN_OR_RETURN(b->s_, allocate_floats(backend, int64_t(n) * d.out, b->owned_));
     b->bn3_pools_ = b->conv3_->pool_output_into(b->m_);
   }
+  if (d.se_channels == 0 || b->bn3_pools_) b->conv3_->defer_output();
 
   const Tensor* shortcut = &d.x;
   if (d.stride != 1 || d.x.dims.c != d.out) {
@@ -47,6 +48,7 @@ StatusOr<std::unique_ptr<Bottleneck>> Bottleneck::make(Backend& backend, ParamSt
       stride = 1;
     }
     SX_ASSIGN_OR_RETURN(b->down_, conv_bn("downsample.conv", "downsample.bn", in, d.out, 1, stride, 0, 1, false, false));
+    b->down_->defer_output();
     shortcut = &b->down_->out();
   }
   if (shortcut->dims != y3.dims || shortcut->layout != y3.layout)
@@ -74,7 +76,7 @@ Status Bottleneck::forward(LayerContext& ctx, bool train) {
   SX_TRY(conv1_->forward(ctx, train));
   SX_TRY(conv2_->forward(ctx, train));
   SX_TRY(conv3_->forward(ctx, train));
-  const Tensor& y3 = conv3_->out();
+  const Tensor& y3 = branch();
   if (fc1_) {
     if (!bn3_pools_) SX_TRY(be.global_avg_pool_forward(y3, m_));
     SX_TRY(fc1_->forward(ctx));
@@ -83,22 +85,23 @@ Status Bottleneck::forward(LayerContext& ctx, bool train) {
     SX_TRY(fc2_->forward(ctx));
     SX_TRY(be.sigmoid_forward(fc2_->out(), s_, int64_t(y3.dims.n) * y3.dims.c));
   }
-  const Tensor* shortcut = &x_;
   if (down_pool_) SX_TRY(down_pool_->forward(ctx));
-  if (down_) {
-    SX_TRY(down_->forward(ctx, train));
-    shortcut = &down_->out();
-  }
-  return be.scale_add_relu_forward(y3, s_, *shortcut, out_);
+  if (down_) SX_TRY(down_->forward(ctx, train));
+  return be.scale_add_relu_forward(y3, s_, shortcut(), out_, branch_bn(), shortcut_bn());
+}
+
+const Tensor& Bottleneck::shortcut() const {
+  if (!down_) return x_;
+  return down_->deferred() ? down_->bn_input() : down_->out();
 }
 
 StatusOr<Tensor> Bottleneck::backward(LayerContext& ctx, const Tensor& dout, float* se0, float* se1) {
   Backend& be = ctx.backend;
-  const Tensor& y3 = conv3_->out();
+  const Tensor& y3 = branch();
   // dz in place of dout: the kernel reads each element before writing it, and writing lines it just
   // read saves the fetch a fresh slot costs (measured ~1-2 ms of the small model's step).
   const Tensor dz = dout;
-  SX_TRY(be.scale_add_relu_backward(dout, out_, y3, s_, dz, fc1_ ? se0 : nullptr));
+  SX_TRY(be.scale_add_relu_backward(dout, out_, y3, s_, dz, fc1_ ? se0 : nullptr, branch_bn()));
 
   const float* dmean = nullptr;
   if (fc1_) {

@@ -9,6 +9,10 @@
 // shortcut: x when stride 1 and C == OC; else bn(conv 1x1/stride (x)); with avg_down and stride 2,
 // bn(conv 1x1 (avgpool 2x2/2 ceil (x))).
 //
+// bn3 and the shortcut's bn are applied inside the merge where the BN op can defer its output
+// (BatchNormOp::defer_output): y3 and bn(conv(x)) are then never written, the merge reads the conv
+// outputs through the BNs' per-channel affines, and the SE pool comes from BN3's statistics pass.
+//
 // Backward: the merge writes dz = dout·[out > 0] (the gradient of both y3·s and the shortcut);
 // the SE branch and the residual branch run on dz, then the shortcut's gradient is added to dx.
 #pragma once
@@ -51,6 +55,12 @@ class Bottleneck {
   std::unique_ptr<LinearLayer> fc1_, fc2_;
   float* m_ = nullptr;
   bool bn3_pools_ = false;  // BN3's forward writes m itself (ConvBn::pool_output_into)
+  // The merge's inputs: y3 (or conv3's output and BN3's affine) and the shortcut (or the projection
+  // conv's output and its BN's affine).
+  const Tensor& branch() const { return conv3_->deferred() ? conv3_->bn_input() : conv3_->out(); }
+  const Tensor& shortcut() const;
+  ChannelAffine branch_bn() const { return conv3_->deferred() ? conv3_->affine() : ChannelAffine{}; }
+  ChannelAffine shortcut_bn() const { return down_ && down_->deferred() ? down_->affine() : ChannelAffine{}; }
   float* hr_ = nullptr;
   float* s_ = nullptr;
   std::vector<Buffer> owned_;

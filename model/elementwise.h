@@ -22,6 +22,9 @@ SX_HOST_DEVICE inline float relu_grad(float y, float dy) { return y > 0.f ? dy :
 SX_HOST_DEVICE inline float sigmoid(float x) { return 1.f / (1.f + expf(-x)); }
 SX_HOST_DEVICE inline float sigmoid_grad(float y, float dy) { return dy * y * (1.f - y); }
 
+// A batch norm with its statistics folded into per-channel constants: (x - mean)·scale + shift.
+SX_HOST_DEVICE inline float affine(float x, float mean, float scale, float shift) { return (x - mean) * scale + shift; }
+
 // Residual merge of a bottleneck, out = relu(x·s + shortcut), s the SE channel scale (1 without SE).
 SX_HOST_DEVICE inline float scale_add_relu(float x, float s, float shortcut) { return relu(x * s + shortcut); }
 // Input gradient of the SE-scaled branch: dz·s plus the share of the SE pool input's gradient,

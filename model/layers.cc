@@ -110,6 +110,14 @@ Status ConvBn::forward(LayerContext& ctx, bool train) {
   return bn_->forward_eval(c_, s.param(gamma_), s.param(beta_), s.stat(mean_), s.stat(var_), y_);
 }
 
+bool ConvBn::defer_output() {
+  if (!bn_->defer_output()) return false;
+  std::erase_if(owned_, [&](const Buffer& b) { return b.get() == y_.data; });
+  y_.data = nullptr;
+  deferred_ = true;
+  return true;
+}
+
 StatusOr<Tensor> ConvBn::backward(LayerContext& ctx, const Tensor& dy, bool want_dx) {
   return backward_impl(ctx, dy, want_dx, nullptr);
 }

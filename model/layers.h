@@ -82,6 +82,12 @@ class ConvBn {
   bool pool_output_into(float* pooled) { return bn_->pool_output_into(pooled); }
   StatusOr<Tensor> backward_scaled(LayerContext& ctx, const Tensor& dz, const float* s, const float* dmean);
   const Tensor& out() const { return y_; }
+  // BatchNormOp::defer_output: from now on out() is never written (its memory is freed); the
+  // consumer reads bn_input() through affine(). False when the BN op cannot.
+  bool defer_output();
+  bool deferred() const { return deferred_; }
+  const Tensor& bn_input() const { return c_; }
+  ChannelAffine affine() const { return bn_->output_affine(); }
 
  private:
   struct ScaledDy {
@@ -99,6 +105,7 @@ class ConvBn {
   Tensor y_;                 // BN (+ReLU) output
   float* save_mean_ = nullptr;  // (OC) batch statistics kept for backward
   float* save_var_ = nullptr;
+  bool deferred_ = false;
   std::vector<Buffer> owned_;
 };
 

@@ -3,7 +3,8 @@
 // (running statistics), backward (analytic reference over every element and central finite
 // differences at sampled points), fused ReLU, accumulate — for the fused kernels and oneDNN's; the
 // fused kernels' backward_scaled (dy = dz·s + dmean/(H·W) formed inside) against the same reference,
-// and their pooled output (the SE block's mean over H, W taken in the forward's apply pass).
+// and their pooled output (the SE block's mean over H, W taken in the forward's apply pass), and
+// the deferred output (no y written; the affine a consumer applies, pooled means from the sums).
 // SyncBN: two threads as two ranks, each with half the batch and a reducer that sums both halves'
 // partials, reproduce BN over the whole batch. N batch, C channels, M = N·H·W.
 #include <gtest/gtest.h>
@@ -274,6 +275,41 @@ TEST_P(BatchNormTest, TrainEvalBackwardMatchReference) {
   ASSERT_TRUE(op->pool_output_into(nullptr));
   ASSERT_TRUE(op->forward_eval(x.t, gamma.data(), beta.data(), em.data(), ev.data(), y.t).is_ok());
   EXPECT_EQ(pooled, std::vector<float>(size_t(d.n) * nc, -1.f)) << "pooling after pool_output_into(nullptr)";
+
+  // Deferred output (BNs without ReLU): y is left alone, output_affine() maps x to y, and the pooled
+  // means come from the statistics pass (train) or a read-only pass (eval).
+  if (p.fuse_relu) {
+    EXPECT_FALSE(op->defer_output()) << "a ReLU BN cannot hand its output to an affine";
+    return;
+  }
+  ASSERT_TRUE(op->defer_output());
+  ASSERT_TRUE(op->pool_output_into(pooled.data()));
+  auto affine_of = [&](const std::vector<float>& xv) {
+    const ChannelAffine f = op->output_affine();
+    EXPECT_TRUE(f);
+    std::vector<double> out(xv.size());
+    for (int n = 0; n < d.n; ++n)
+      for (int c = 0; c < d.c; ++c)
+        for (int i = 0; i < d.h * d.w; ++i) {
+          const size_t k = ref.idx(n, c, i);
+          out[k] = (double(xv[k]) - f.mean[c]) * f.scale[c] + f.shift[c];
+        }
+    return out;
+  };
+  auto as_float = [](const std::vector<double>& v) { return std::vector<float>(v.begin(), v.end()); };
+  const std::vector<float> untouched(size_t(d.count()), 42.f);
+  ASSERT_TRUE(be->upload_nchw(untouched.data(), y.t).is_ok());
+  ASSERT_TRUE(op->forward_train(x.t, gamma.data(), beta.data(), y.t, sm.data(), sv.data(), rm.data(), rv.data(), 0.1f)
+                  .is_ok());
+  const std::vector<double> y_train = ref.normalize(xh, gamma, beta, ref.mean, ref.var, false);
+  expect_close(as_float(affine_of(xh)), y_train, 1e-5, "deferred y train");
+  expect_close(pooled, mean_hw(as_float(y_train)), 1e-5, "deferred pooled train");
+  EXPECT_EQ(download(*be, y.t), untouched) << "a deferred forward_train wrote y";
+  ASSERT_TRUE(op->forward_eval(x.t, gamma.data(), beta.data(), em.data(), ev.data(), y.t).is_ok());
+  const std::vector<double> y_eval = ref.normalize(xh, gamma, beta, emd, evd, false);
+  expect_close(as_float(affine_of(xh)), y_eval, 1e-5, "deferred y eval");
+  expect_close(pooled, mean_hw(as_float(y_eval)), 1e-5, "deferred pooled eval");
+  EXPECT_EQ(download(*be, y.t), untouched) << "a deferred forward_eval wrote y";
 }
 
 // Every shape runs on both implementations: the fused kernels (default) and oneDNN's.

@@ -264,6 +264,62 @@ TEST_P(CpuKernelsLayout, ScaleAddReluBackwardMatchesReference) {
   expect_padding_zero(dsc.t, "dshortcut (no SE)");
 }
 
+// A deferred batch norm's per-channel constants (ChannelAffine): v ↦ (v - mean[c])·scale[c] + shift[c].
+struct AffineRef {
+  Vec mean, scale, shift;
+  double apply(double v, int64_t c) const { return (v - mean[size_t(c)]) * scale[size_t(c)] + shift[size_t(c)]; }
+};
+
+TEST_P(CpuKernelsLayout, ScaleAddReluAppliesDeferredBatchNorms) {
+  const auto [d, layout] = GetParam();
+  const int64_t hw = int64_t(d.h) * d.w;
+  const Vec x = random(size_t(d.count()), 1.0, 3.0), sc = random(size_t(d.count()), -2.0, 0.0),
+            dout = random(size_t(d.count()));
+  const Vec s = random(size_t(d.n) * d.c, 0.0, 1.0);
+  const size_t c = size_t(d.c);
+  const AffineRef xa{random(c, 1.0, 3.0), random(c, 0.5, 2.0), random(c)};
+  const AffineRef sa{random(c, -2.0, 0.0), random(c, 0.5, 2.0), random(c)};
+  DevArray xm = make_array(xa.mean), xs = make_array(xa.scale), xb = make_array(xa.shift);
+  DevArray sm = make_array(sa.mean), ss = make_array(sa.scale), sb = make_array(sa.shift);
+  const ChannelAffine x_bn{xm.p, xs.p, xb.p}, sc_bn{sm.p, ss.p, sb.p};
+  // What the merge sees: the batch norms applied to x and the shortcut.
+  Vec xn(x.size()), scn(x.size());
+  for (size_t i = 0; i < x.size(); ++i) {
+    const int64_t ch = int64_t(i) / hw % d.c;
+    xn[i] = xa.apply(x[i], ch);
+    scn[i] = sa.apply(sc[i], ch);
+  }
+  const Vec out_ref = scale_add_relu_ref(xn, s, scn, d);
+  DevTensor xt = make_from(x, d, layout), sct = make_from(sc, d, layout), out = make(d, layout);
+  poison_padding(xt.t);
+  poison_padding(sct.t);
+  DevArray sd = make_array(s);
+  poison(out.t);
+  ASSERT_TRUE(backend_->scale_add_relu_forward(xt.t, sd.p, sct.t, out.t, x_bn, sc_bn).is_ok());
+  expect_near_all(download(out.t), out_ref, 1e-5, "out with deferred BNs");
+  expect_padding_zero(out.t, "out with deferred BNs");
+  // Only the branch's BN: the shortcut is taken as is.
+  poison(out.t);
+  ASSERT_TRUE(backend_->scale_add_relu_forward(xt.t, sd.p, sct.t, out.t, x_bn).is_ok());
+  expect_near_all(download(out.t), scale_add_relu_ref(xn, s, sc, d), 1e-5, "out with the branch BN only");
+
+  // Backward: ds = Σ_hw dz · bn(x), the mask from out.
+  Vec dz_ref(x.size()), ds_ref(s.size(), 0.0);
+  for (size_t i = 0; i < x.size(); ++i) {
+    dz_ref[i] = out_ref[i] > 0 ? dout[i] : 0.0;
+    ds_ref[i / hw] += dz_ref[i] * xn[i];
+  }
+  DevTensor outt = make_from(out_ref, d, layout), doutt = make_from(dout, d, layout), dsc = make(d, layout);
+  poison_padding(outt.t);
+  poison_padding(doutt.t);
+  poison(dsc.t);
+  DevArray ds = make_array(Vec(s.size(), 7.0));
+  ASSERT_TRUE(backend_->scale_add_relu_backward(doutt.t, outt.t, xt.t, sd.p, dsc.t, ds.p, x_bn).is_ok());
+  expect_near_all(download(dsc.t), dz_ref, 1e-6, "dshortcut with deferred BN");
+  expect_near_all(read_array(ds.p, s.size()), ds_ref, 1e-4, "ds with deferred BN");
+  expect_padding_zero(dsc.t, "dshortcut with deferred BN");
+}
+
 TEST_P(CpuKernelsLayout, ScaleBackwardMatchesReference) {
   const auto [d, layout] = GetParam();
   const int64_t hw = int64_t(d.h) * d.w;

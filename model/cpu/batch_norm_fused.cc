@@ -1,6 +1,8 @@
 // BatchNormOp on our own fused kernels over the blocked layouts (layout_view.h), split so the
 // per-channel sums can be reduced across processes (SyncBN) between the passes:
 //   forward_train: pass 1 partial sums Σ(x-k), Σ(x-k)² → [reducer] → statistics → pass 2 y
+//                  (no pass 2 under defer_output: the consumer applies output_affine() itself,
+//                  and the SE pool comes from pass 1's per-plane sums)
 //   backward:      pass 1 partial sums Σdy, Σdy·(x-μ)  → [reducer] → pass 2 dx
 // N batch, C channels, H, W; M = N·H·W values per channel (the global count under SyncBN).
 //
@@ -428,7 +430,7 @@ class FusedBatchNormOp final : public BatchNormOp {
   Status forward_train(const Tensor& x, const float* gamma, const float* beta, const Tensor& y, float* save_mean,
                        float* save_var, float* running_mean, float* running_var, float momentum) override {
     SX_TRY(check(x, "bn forward x"));
-    SX_TRY(check(y, "bn forward y"));
+    if (!deferred_) SX_TRY(check(y, "bn forward y"));
     const int C = d_.dims.c;
     const LayoutView xv = LayoutView::of(x);
     std::copy(running_mean, running_mean + C, shift_.begin());
@@ -450,6 +452,13 @@ class FusedBatchNormOp final : public BatchNormOp {
       running_mean[c] = (1.f - momentum) * running_mean[c] + momentum * float(mean);
       running_var[c] = (1.f - momentum) * running_var[c] + momentum * float(var * unbias);
     }
+    affine_ = ChannelAffine{mean_.data(), scale_.data(), beta_.data()};
+    if (deferred_) {
+      // The SE pool from the statistics pass: mean over H, W of y = (plane mean - μ)·scale + β,
+      // both means relative to the shift, in double.
+      if (pooled_) pool_from_sums(C, [&](int c) { return sums_[size_t(c)] / m; });
+      return Status::ok();
+    }
     const LayoutView yv = LayoutView::of(y);
     dispatch(xv.b, d_.fuse_relu, [&](auto k, auto relu) {
       apply<decltype(k)::value, decltype(relu)::value>(xv, mean_.data(), scale_.data(), beta_.data(), yv, stream_,
@@ -461,7 +470,7 @@ class FusedBatchNormOp final : public BatchNormOp {
   Status forward_eval(const Tensor& x, const float* gamma, const float* beta, const float* running_mean,
                       const float* running_var, const Tensor& y) override {
     SX_TRY(check(x, "bn forward_eval x"));
-    SX_TRY(check(y, "bn forward_eval y"));
+    if (!deferred_) SX_TRY(check(y, "bn forward_eval y"));
     // Own constants: the training forward's stay for a backward that may follow.
     for (int c = 0; c < d_.dims.c; ++c) {
       eval_mean_[size_t(c)] = running_mean[c];
@@ -469,6 +478,16 @@ class FusedBatchNormOp final : public BatchNormOp {
       eval_beta_[size_t(c)] = beta[c];
     }
     const LayoutView xv = LayoutView::of(x), yv = LayoutView::of(y);
+    affine_ = ChannelAffine{eval_mean_.data(), eval_scale_.data(), eval_beta_.data()};
+    if (deferred_) {
+      if (pooled_) {  // a read-only pass for the plane means (relative to the running mean)
+        dispatch_block(xv.b, [&](auto k) {
+          stat_partials<decltype(k)::value>(xv, eval_mean_.data(), part1_.data(), part2_.data());
+        });
+        pool_from_sums(d_.dims.c, [](int) { return 0.0; });
+      }
+      return Status::ok();
+    }
     dispatch(xv.b, d_.fuse_relu, [&](auto k, auto relu) {
       apply<decltype(k)::value, decltype(relu)::value>(xv, eval_mean_.data(), eval_scale_.data(), eval_beta_.data(), yv,
                                                         stream_, pooled_);
@@ -485,6 +504,12 @@ class FusedBatchNormOp final : public BatchNormOp {
   }
 
   bool scales_dy() const override { return true; }
+  bool defer_output() override {
+    if (d_.fuse_relu) return false;  // the consumer's affine has no ReLU
+    deferred_ = true;
+    return true;
+  }
+  ChannelAffine output_affine() const override { return affine_; }
   bool pool_output_into(float* pooled) override {
     pooled_ = pooled;
     return true;
@@ -547,6 +572,17 @@ class FusedBatchNormOp final : public BatchNormOp {
   }
 
   Status check(const Tensor& t, const char* what) const { return check_bn_tensor(d_, t, what); }
+  // pooled_[n, c] = (part1_[n, c]/(H·W) - centre(c))·scale + β with affine_'s constants: the mean
+  // over H, W of y from the per-plane sums part1_ (taken relative to the same shift as centre).
+  template <class Centre>
+  void pool_from_sums(int C, Centre centre) {
+    const double inv_hw = 1.0 / (double(d_.dims.h) * d_.dims.w);
+    for (int n = 0; n < d_.dims.n; ++n)
+      for (int c = 0; c < C; ++c) {
+        const double dev = part1_[size_t(n * cp_ + c)] * inv_hw - centre(c);
+        pooled_[size_t(n) * C + c] = float(dev * double(affine_.scale[c]) + double(affine_.shift[c]));
+      }
+  }
   // sums_[c] = Σ_n part1_[n][c], sums_[C + c] = Σ_n part2_[n][c], in batch order.
   void sum_over_batch(int C) {
     for (int c = 0; c < C; ++c) {
@@ -574,6 +610,8 @@ class FusedBatchNormOp final : public BatchNormOp {
   // (N, CP) per-plane maps of the incoming gradient (Grad): identity, and backward_scaled's.
   std::vector<float> ones_, zeros_, gs_, gt_;
   float* pooled_ = nullptr;  // pool_output_into's (N, C) destination
+  bool deferred_ = false;    // defer_output(): forwards write no y
+  ChannelAffine affine_;     // the last forward's y = affine(x)
 };
 
 }  // namespace

@@ -41,9 +41,10 @@ class CpuBackend final : public Backend {
   Status relu_backward(const float* y, const float* dy, float* dx, int64_t count) override;
   Status sigmoid_forward(const float* x, float* y, int64_t count) override;
   Status sigmoid_backward(const float* y, const float* dy, float* dx, int64_t count) override;
-  Status scale_add_relu_forward(const Tensor& x, const float* s, const Tensor& shortcut, const Tensor& out) override;
+  Status scale_add_relu_forward(const Tensor& x, const float* s, const Tensor& shortcut, const Tensor& out,
+                                ChannelAffine x_bn = {}, ChannelAffine shortcut_bn = {}) override;
   Status scale_add_relu_backward(const Tensor& dout, const Tensor& out, const Tensor& x, const float* s,
-                                 const Tensor& dshortcut, float* ds) override;
+                                 const Tensor& dshortcut, float* ds, ChannelAffine x_bn = {}) override;
   Status scale_backward(const Tensor& dz, const float* s, const float* dmean, const Tensor& dx) override;
   Status add_into(const Tensor& dst, const Tensor& src) override;
   Status softmax_cross_entropy(const float* logits, const int32_t* labels, const float* soft_targets, int n, int k,

@@ -99,8 +99,27 @@ void gap_backward(const float* dy, const LayoutView& dx) {
   }
 }
 
+// Per-lane constants of a ChannelAffine for block j: identity (0, 1, 0) where it is empty or past C.
 template <int K>
-void scale_add_relu_fwd(const LayoutView& x, const float* s, const LayoutView& sc, const LayoutView& out) {
+struct AffineLanes {
+  AffineLanes(const ChannelAffine& f, int b, int j, int valid) : m_(b), a_(b), s_(b) {
+    for (int l = 0; l < b; ++l) {
+      const bool on = f && l < valid;
+      const int64_t c = int64_t(j) * b + l;
+      m()[l] = on ? f.mean[c] : 0.f;
+      a()[l] = on ? f.scale[c] : 1.f;
+      s()[l] = on ? f.shift[c] : 0.f;
+    }
+  }
+  float* m() { return m_.data(); }
+  float* a() { return a_.data(); }
+  float* s() { return s_.data(); }
+  Lanes<K> m_, a_, s_;
+};
+
+template <int K>
+void scale_add_relu_fwd(const LayoutView& x, const float* s, const LayoutView& sc, const LayoutView& out,
+                        const ChannelAffine& x_bn, const ChannelAffine& sc_bn) {
   const int B = K ? K : x.b;
 #pragma omp parallel for collapse(2) schedule(static) if (floats(x) >= kParallelMin)
   for (int n = 0; n < x.n; ++n) {
@@ -112,16 +131,22 @@ void scale_add_relu_fwd(const LayoutView& x, const float* s, const LayoutView& s
       Lanes<K> scale_lanes(B);
       float* scale = scale_lanes.data();
       for (int l = 0; l < B; ++l) scale[l] = s && l < valid ? s[int64_t(n) * x.c + int64_t(j) * B + l] : 1.f;
+      AffineLanes<K> xf(x_bn, B, j, valid), sf(sc_bn, B, j, valid);
+      const float *xm = xf.m(), *xa = xf.a(), *xs = xf.s(), *sm = sf.m(), *sa = sf.a(), *ss = sf.s();
       if constexpr (K == 1) {  // nchw: no padding
         const float s0 = scale[0];
 #pragma omp simd
-        for (int64_t p = 0; p < x.hw; ++p) ob[p] = ew::scale_add_relu(xb[p], s0, scb[p]);
+        for (int64_t p = 0; p < x.hw; ++p)
+          ob[p] = ew::scale_add_relu(ew::affine(xb[p], xm[0], xa[0], xs[0]), s0,
+                                     ew::affine(scb[p], sm[0], sa[0], ss[0]));
       } else {
         for (int64_t p = 0; p < x.hw; ++p) {
           const int64_t o = p * B;
 #pragma omp simd
           for (int l = 0; l < B; ++l)
-            ob[o + l] = l < valid ? ew::scale_add_relu(xb[o + l], scale[l], scb[o + l]) : 0.f;
+            ob[o + l] = l < valid ? ew::scale_add_relu(ew::affine(xb[o + l], xm[l], xa[l], xs[l]), scale[l],
+                                                       ew::affine(scb[o + l], sm[l], sa[l], ss[l]))
+                                  : 0.f;
         }
       }
     }
@@ -130,16 +155,19 @@ void scale_add_relu_fwd(const LayoutView& x, const float* s, const LayoutView& s
 
 #ifdef __AVX512F__
 // One full nChw16c block of scale_add_relu_bwd: z = relu_grad(out, g) (ew::relu_grad: g where
-// out > 0), ds += z · x over the hw pixels; two accumulators split the FMA dependency chain.
-void scale_add_relu_bwd_block16(const float* g, const float* out, const float* x, float* z, float* ds, int64_t hw) {
+// out > 0), ds += z · affine(x) over the hw pixels; two accumulators split the FMA dependency chain.
+void scale_add_relu_bwd_block16(const float* g, const float* out, const float* x, float* z, float* ds, int64_t hw,
+                                const float* xm, const float* xa, const float* xs) {
   __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
-  const __m512 zero = _mm512_setzero_ps();
+  const __m512 zero = _mm512_setzero_ps(), m = _mm512_loadu_ps(xm), a = _mm512_loadu_ps(xa),
+               sh = _mm512_loadu_ps(xs);
   int64_t p = 0;
   auto one = [&](int64_t q, __m512& acc) {
     const __mmask16 pos = _mm512_cmp_ps_mask(_mm512_loadu_ps(out + q * 16), zero, _CMP_GT_OQ);
     const __m512 dz = _mm512_maskz_mov_ps(pos, _mm512_loadu_ps(g + q * 16));
     _mm512_storeu_ps(z + q * 16, dz);
-    acc = _mm512_fmadd_ps(dz, _mm512_loadu_ps(x + q * 16), acc);
+    const __m512 v = _mm512_fmadd_ps(_mm512_sub_ps(_mm512_loadu_ps(x + q * 16), m), a, sh);  // ew::affine
+    acc = _mm512_fmadd_ps(dz, v, acc);
   };
   for (; p + 1 < hw; p += 2) {
     one(p, acc0);
@@ -152,7 +180,7 @@ void scale_add_relu_bwd_block16(const float* g, const float* out, const float* x
 
 template <int K>
 void scale_add_relu_bwd(const LayoutView& dout, const LayoutView& out, const LayoutView& x, float* ds,
-                        const LayoutView& dsc) {
+                        const LayoutView& dsc, const ChannelAffine& x_bn) {
   const int B = K ? K : dout.b;
 #pragma omp parallel for collapse(2) schedule(static) if (floats(dout) >= kParallelMin)
   for (int n = 0; n < dout.n; ++n) {
@@ -176,19 +204,21 @@ void scale_add_relu_bwd(const LayoutView& dout, const LayoutView& out, const Lay
       }
       const float* xb = x.block(n, j);
       float* dsb = ds + int64_t(n) * dout.c + int64_t(j) * B;
+      AffineLanes<K> xf(x_bn, B, j, valid);
+      const float *xm = xf.m(), *xa = xf.a(), *xs = xf.s();
       if constexpr (K == 1) {
         float sum = 0.f;
 #pragma omp simd reduction(+ : sum)
         for (int64_t p = 0; p < dout.hw; ++p) {
           const float dz = ew::relu_grad(ob[p], gb[p]);
           zb[p] = dz;
-          sum += dz * xb[p];
+          sum += dz * ew::affine(xb[p], xm[0], xa[0], xs[0]);
         }
         dsb[0] = sum;
       } else {
 #ifdef __AVX512F__
         if (K == 16 && valid == 16) {  // the sums in registers: through the stack they chain store -> load
-          scale_add_relu_bwd_block16(gb, ob, xb, zb, dsb, dout.hw);
+          scale_add_relu_bwd_block16(gb, ob, xb, zb, dsb, dout.hw, xm, xa, xs);
           continue;
         }
 #endif
@@ -201,7 +231,7 @@ void scale_add_relu_bwd(const LayoutView& dout, const LayoutView& out, const Lay
           for (int l = 0; l < B; ++l) {
             const float dz = l < valid ? ew::relu_grad(ob[o + l], gb[o + l]) : 0.f;
             zb[o + l] = dz;
-            acc[l] += dz * xb[o + l];
+            acc[l] += dz * ew::affine(xb[o + l], xm[l], xa[l], xs[l]);
           }
         }
         for (int l = 0; l < valid; ++l) dsb[l] = acc[l];
@@ -306,17 +336,18 @@ Status CpuBackend::sigmoid_backward(const float* y, const float* dy, float* dx, 
 
 // ---- residual merge with SE scale ---------------------------------------------------------------------
 
-Status CpuBackend::scale_add_relu_forward(const Tensor& x, const float* s, const Tensor& shortcut, const Tensor& out) {
+Status CpuBackend::scale_add_relu_forward(const Tensor& x, const float* s, const Tensor& shortcut, const Tensor& out,
+                                          ChannelAffine x_bn, ChannelAffine shortcut_bn) {
   SX_TRY(check_same("scale_add_relu_forward", x, "x", shortcut, "shortcut"));
   SX_TRY(check_same("scale_add_relu_forward", x, "x", out, "out"));
   if (x.dims.count() == 0) return Status::ok();
   const LayoutView xv = LayoutView::of(x), scv = LayoutView::of(shortcut), ov = LayoutView::of(out);
-  dispatch_block(xv.b, [&](auto k) { scale_add_relu_fwd<decltype(k)::value>(xv, s, scv, ov); });
+  dispatch_block(xv.b, [&](auto k) { scale_add_relu_fwd<decltype(k)::value>(xv, s, scv, ov, x_bn, shortcut_bn); });
   return Status::ok();
 }
 
 Status CpuBackend::scale_add_relu_backward(const Tensor& dout, const Tensor& out, const Tensor& x, const float* s,
-                                           const Tensor& dshortcut, float* ds) {
+                                           const Tensor& dshortcut, float* ds, ChannelAffine x_bn) {
   SX_TRY(check_same("scale_add_relu_backward", dout, "dout", out, "out"));
   SX_TRY(check_same("scale_add_relu_backward", dout, "dout", dshortcut, "dshortcut"));
   if (s != nullptr) {
@@ -327,7 +358,7 @@ Status CpuBackend::scale_add_relu_backward(const Tensor& dout, const Tensor& out
   const LayoutView gv = LayoutView::of(dout), ov = LayoutView::of(out), xv = LayoutView::of(x),
                    zv = LayoutView::of(dshortcut);
   float* ds_or_null = s != nullptr ? ds : nullptr;
-  dispatch_block(gv.b, [&](auto k) { scale_add_relu_bwd<decltype(k)::value>(gv, ov, xv, ds_or_null, zv); });
+  dispatch_block(gv.b, [&](auto k) { scale_add_relu_bwd<decltype(k)::value>(gv, ov, xv, ds_or_null, zv, x_bn); });
   return Status::ok();
 }
 
