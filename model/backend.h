@@ -161,6 +161,17 @@ class BatchNormOp {
                                  float* /*dbeta*/, bool /*accumulate*/) {
     return Status::unimplemented("batch norm backward_scaled");
   }
+  // Optional: backward_scaled whose first pass (per-plane sums) the caller already took, plain (N, C)
+  // doubles: sum_dz = Σ_hw dz and sum_dzx = Σ_hw dz·(x - save_mean) (Backend::
+  // scale_add_relu_backward_sums takes them in the merge's pass). Needs a deferred output
+  // (defer_output) and the forward_train that save_mean comes from. Callers check takes_sums().
+  virtual bool takes_sums() const { return false; }
+  virtual Status backward_scaled_sums(const Tensor& /*x*/, const Tensor& /*dz*/, const float* /*s*/,
+                                      const float* /*dmean*/, const double* /*sum_dz*/, const double* /*sum_dzx*/,
+                                      const float* /*gamma*/, const float* /*save_mean*/, const float* /*save_var*/,
+                                      const Tensor& /*dx*/, float* /*dgamma*/, float* /*dbeta*/, bool /*accumulate*/) {
+    return Status::unimplemented("batch norm backward_scaled_sums");
+  }
 };
 
 class PoolOp {
@@ -226,6 +237,22 @@ class Backend {
   // when s is not null, ds[n, c] = sum over H, W of dz · x_bn(x) (overwrite, plain (N, C)).
   virtual Status scale_add_relu_backward(const Tensor& dout, const Tensor& out, const Tensor& x, const float* s,
                                          const Tensor& dshortcut, float* ds, ChannelAffine x_bn = {}) = 0;
+  // scale_add_relu_backward of a merge whose branch (and projection shortcut) are deferred batch norms,
+  // with those BNs' first backward pass folded in (BatchNormOp::backward_scaled_sums). dz as there; per
+  // (n, c), plain (N, C) doubles: sums.dz = Σ_hw dz, sums.dz_x = Σ_hw dz·(x - x_bn.mean) and, when
+  // shortcut_bn is set, sums.dz_shortcut = Σ_hw dz·(shortcut - shortcut_bn.mean); when s is not null,
+  // ds = Σ_hw dz·x_bn(x) = x_bn.scale·sums.dz_x + x_bn.shift·sums.dz. x_bn must be set.
+  struct MergeSums {
+    double* dz = nullptr;
+    double* dz_x = nullptr;
+    double* dz_shortcut = nullptr;
+  };
+  virtual Status scale_add_relu_backward_sums(const Tensor& /*dout*/, const Tensor& /*out*/, const Tensor& /*x*/,
+                                              ChannelAffine /*x_bn*/, const float* /*s*/, const Tensor& /*shortcut*/,
+                                              ChannelAffine /*shortcut_bn*/, const Tensor& /*dshortcut*/,
+                                              float* /*ds*/, const MergeSums& /*sums*/) {
+    return Status::unimplemented("scale_add_relu_backward_sums");
+  }
   // dx = dz · s[n, c] + (dmean ? dmean[n, c] / (H·W) : 0), overwrite. s null means 1.
   // Finishes the SE branch: dz is dshortcut from above, dmean the gradient of the SE pool input.
   virtual Status scale_backward(const Tensor& dz, const float* s, const float* dmean, const Tensor& dx) = 0;

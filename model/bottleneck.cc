@@ -56,6 +56,17 @@ StatusOr<std::unique_ptr<Bottleneck>> Bottleneck::make(Backend& backend, ParamSt
                             " does not match the residual branch " + y3.dims.to_string() + " " +
                             layout_name(y3.layout));
   SX_ASSIGN_OR_RETURN(b->out_, allocate_tensor(backend, y3.dims, y3.layout, b->owned_));
+  // The merge's backward pass takes the deferred BNs' per-plane sums too, when both BNs can use them.
+  b->merge_sums_ = b->conv3_->deferred() && b->conv3_->takes_sums() &&
+                   (!b->down_ || (b->down_->deferred() && b->down_->takes_sums()));
+  if (b->merge_sums_) {
+    const int64_t planes = int64_t(n) * d.out;
+    for (double** p : {&b->sum_dz_, &b->sum_dz3_, &b->sum_dzp_}) {
+      if (p == &b->sum_dzp_ && !b->down_) break;
+      SX_ASSIGN_OR_RETURN(float* f, allocate_floats(backend, 2 * planes, b->owned_));
+      *p = reinterpret_cast<double*>(f);
+    }
+  }
   return b;
 }
 
@@ -101,7 +112,13 @@ StatusOr<Tensor> Bottleneck::backward(LayerContext& ctx, const Tensor& dout, flo
   // dz in place of dout: the kernel reads each element before writing it, and writing lines it just
   // read saves the fetch a fresh slot costs (measured ~1-2 ms of the small model's step).
   const Tensor dz = dout;
-  SX_TRY(be.scale_add_relu_backward(dout, out_, y3, s_, dz, fc1_ ? se0 : nullptr, branch_bn()));
+  if (merge_sums_) {
+    SX_TRY(be.scale_add_relu_backward_sums(dout, out_, y3, branch_bn(), fc1_ ? s_ : nullptr, shortcut(),
+                                           shortcut_bn(), dz, fc1_ ? se0 : nullptr,
+                                           Backend::MergeSums{sum_dz_, sum_dz3_, sum_dzp_}));
+  } else {
+    SX_TRY(be.scale_add_relu_backward(dout, out_, y3, s_, dz, fc1_ ? se0 : nullptr, branch_bn()));
+  }
 
   const float* dmean = nullptr;
   if (fc1_) {
@@ -114,8 +131,9 @@ StatusOr<Tensor> Bottleneck::backward(LayerContext& ctx, const Tensor& dout, flo
     dmean = se0;
   }
   Tensor dy2;
+  const ConvBn::BnSums sums3{sum_dz_, sum_dz3_}, sumsp{sum_dz_, sum_dzp_};
   if (conv3_->scales_dy()) {  // dy3 = dz·s + dmean/(H·W) is formed inside BN3's backward passes
-    SX_ASSIGN_OR_RETURN(dy2, conv3_->backward_scaled(ctx, dz, s_, dmean));
+    SX_ASSIGN_OR_RETURN(dy2, conv3_->backward_scaled(ctx, dz, s_, dmean, merge_sums_ ? &sums3 : nullptr));
   } else {
     SX_ASSIGN_OR_RETURN(Tensor dy3, ctx.pool.acquire(y3.dims, y3.layout));
     SX_TRY(be.scale_backward(dz, s_, dmean, dy3));
@@ -129,10 +147,21 @@ StatusOr<Tensor> Bottleneck::backward(LayerContext& ctx, const Tensor& dout, flo
     return dx;
   }
   if (!down_pool_) {  // projection shortcut: its input gradient is added straight into dx
-    SX_TRY(down_->backward_add_dx(ctx, dz, dx));
+    if (merge_sums_) {
+      SX_TRY(down_->backward_add_dx_sums(ctx, dz, dx, sumsp));
+      ctx.pool.release(dz);
+    } else {
+      SX_TRY(down_->backward_add_dx(ctx, dz, dx));
+    }
     return dx;
   }
-  SX_ASSIGN_OR_RETURN(Tensor dshort, down_->backward(ctx, dz, true));  // vd: then through the avg pool
+  Tensor dshort;  // vd: then through the avg pool
+  if (merge_sums_) {
+    SX_ASSIGN_OR_RETURN(dshort, down_->backward_scaled(ctx, dz, nullptr, nullptr, &sumsp));
+    ctx.pool.release(dz);
+  } else {
+    SX_ASSIGN_OR_RETURN(dshort, down_->backward(ctx, dz, true));
+  }
   SX_ASSIGN_OR_RETURN(dshort, down_pool_->backward(ctx, dshort));
   SX_TRY(be.add_into(dx, dshort));
   ctx.pool.release(dshort);

@@ -60,6 +60,10 @@ class Bottleneck {
   const Tensor& branch() const { return conv3_->deferred() ? conv3_->bn_input() : conv3_->out(); }
   const Tensor& shortcut() const;
   ChannelAffine branch_bn() const { return conv3_->deferred() ? conv3_->affine() : ChannelAffine{}; }
+  // Backend::scale_add_relu_backward_sums: the merge's backward takes BN3's (and the projection BN's)
+  // first backward pass; plain (N, OC) doubles Σ dz, Σ dz·(c3 - μ3), Σ dz·(c_proj - μ_proj).
+  bool merge_sums_ = false;
+  double *sum_dz_ = nullptr, *sum_dz3_ = nullptr, *sum_dzp_ = nullptr;
   ChannelAffine shortcut_bn() const { return down_ && down_->deferred() ? down_->affine() : ChannelAffine{}; }
   float* hr_ = nullptr;
   float* s_ = nullptr;

@@ -126,16 +126,26 @@ Status ConvBn::backward_add_dx(LayerContext& ctx, const Tensor& dy, const Tensor
   return backward_impl(ctx, dy, true, &add_dx_to).status();
 }
 
-StatusOr<Tensor> ConvBn::backward_scaled(LayerContext& ctx, const Tensor& dz, const float* s, const float* dmean) {
-  const ScaledDy scaled{s, dmean};
+StatusOr<Tensor> ConvBn::backward_scaled(LayerContext& ctx, const Tensor& dz, const float* s, const float* dmean,
+                                         const BnSums* sums) {
+  const ScaledDy scaled{s, dmean, sums};
   return backward_impl(ctx, dz, true, nullptr, &scaled);
+}
+
+Status ConvBn::backward_add_dx_sums(LayerContext& ctx, const Tensor& dz, const Tensor& add_dx_to, const BnSums& sums) {
+  const ScaledDy scaled{nullptr, nullptr, &sums};
+  return backward_impl(ctx, dz, true, &add_dx_to, &scaled).status();
 }
 
 StatusOr<Tensor> ConvBn::backward_impl(LayerContext& ctx, const Tensor& dy, bool want_dx, const Tensor* add_dx_to,
                                        const ScaledDy* scaled) {
   ParamStore& s = ctx.store;
   SX_ASSIGN_OR_RETURN(Tensor dc, ctx.pool.acquire(c_.dims, c_.layout));
-  if (scaled) {
+  if (scaled && scaled->sums) {
+    SX_TRY(bn_->backward_scaled_sums(c_, dy, scaled->s, scaled->dmean, scaled->sums->dz, scaled->sums->dzx,
+                                     s.param(gamma_), save_mean_, save_var_, dc, s.grad(gamma_), s.grad(beta_),
+                                     ctx.accumulate));
+  } else if (scaled) {
     SX_TRY(bn_->backward_scaled(c_, y_, dy, scaled->s, scaled->dmean, s.param(gamma_), save_mean_, save_var_, dc,
                                 s.grad(gamma_), s.grad(beta_), ctx.accumulate));
   } else {

@@ -80,7 +80,17 @@ class ConvBn {
   bool scales_dy() const { return bn_->scales_dy(); }
   // out()'s mean over H', W' per (n, c) written to pooled by every forward (BatchNormOp::pool_output_into).
   bool pool_output_into(float* pooled) { return bn_->pool_output_into(pooled); }
-  StatusOr<Tensor> backward_scaled(LayerContext& ctx, const Tensor& dz, const float* s, const float* dmean);
+  // With sums: the BN's first backward pass was taken by the caller (BatchNormOp::backward_scaled_sums;
+  // only when takes_sums()): plain (N, OC) doubles Σ_hw dz and Σ_hw dz·(bn_input() - batch mean).
+  struct BnSums {
+    const double* dz;
+    const double* dzx;
+  };
+  bool takes_sums() const { return bn_->takes_sums(); }
+  StatusOr<Tensor> backward_scaled(LayerContext& ctx, const Tensor& dz, const float* s, const float* dmean,
+                                   const BnSums* sums = nullptr);
+  // backward_add_dx with the BN's first pass taken by the caller (dy = dz, read, not released).
+  Status backward_add_dx_sums(LayerContext& ctx, const Tensor& dz, const Tensor& add_dx_to, const BnSums& sums);
   const Tensor& out() const { return y_; }
   // BatchNormOp::defer_output: from now on out() is never written (its memory is freed); the
   // consumer reads bn_input() through affine(). False when the BN op cannot.
@@ -93,6 +103,7 @@ class ConvBn {
   struct ScaledDy {
     const float* s;
     const float* dmean;
+    const BnSums* sums = nullptr;
   };
   StatusOr<Tensor> backward_impl(LayerContext& ctx, const Tensor& dy, bool want_dx, const Tensor* add_dx_to,
                                  const ScaledDy* scaled = nullptr);

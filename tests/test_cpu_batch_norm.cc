@@ -3,6 +3,7 @@
 // (running statistics), backward (analytic reference over every element and central finite
 // differences at sampled points), fused ReLU, accumulate — for the fused kernels and oneDNN's; the
 // fused kernels' backward_scaled (dy = dz·s + dmean/(H·W) formed inside) against the same reference,
+// also given its first pass's sums (backward_scaled_sums),
 // and their pooled output (the SE block's mean over H, W taken in the forward's apply pass), and
 // the deferred output (no y written; the affine a consumer applies, pooled means from the sums).
 // SyncBN: two threads as two ranks, each with half the batch and a reducer that sums both halves'
@@ -196,6 +197,29 @@ TEST_P(BatchNormTest, TrainEvalBackwardMatchReference) {
                                     dx2.t, dgs.data(), dbs.data(), false)
                     .is_ok());
     expect_close(download(*be, dx2.t), dx_ref, 1e-4, "dx scaled by null");
+
+    // The same with the first pass's per-plane sums given (BNs without ReLU): Σ dz and Σ dz·(x - μ).
+    if (!p.fuse_relu) {
+      ASSERT_TRUE(op->takes_sums());
+      std::vector<double> sum_dz(size_t(d.n) * nc, 0), sum_dzx(size_t(d.n) * nc, 0);
+      for (int n = 0; n < d.n; ++n)
+        for (int c = 0; c < d.c; ++c)
+          for (int i = 0; i < d.h * d.w; ++i) {
+            const size_t e = ref.idx(n, c, i), nc_i = size_t(n) * nc + size_t(c);
+            sum_dz[nc_i] += rh[e];
+            sum_dzx[nc_i] += double(rh[e]) * (double(xh[e]) - double(save_mean[size_t(c)]));
+          }
+      std::fill(dgs.begin(), dgs.end(), 7.f);
+      std::fill(dbs.begin(), dbs.end(), 7.f);
+      st = op->backward_scaled_sums(x.t, dy.t, sh.data(), dmh.data(), sum_dz.data(), sum_dzx.data(), gamma.data(),
+                                    save_mean.data(), save_var.data(), dx2.t, dgs.data(), dbs.data(), false);
+      ASSERT_TRUE(st.is_ok()) << st.to_string();
+      expect_close(download(*be, dx2.t), dxs_ref, 1e-4, "dx scaled from sums");
+      expect_close(dgs, dgs_ref, 1e-4, "dgamma scaled from sums");
+      expect_close(dbs, dbs_ref, 1e-4, "dbeta scaled from sums");
+    } else {
+      EXPECT_FALSE(op->takes_sums()) << "a ReLU BN's sums need its mask";
+    }
   } else {
     EXPECT_EQ(p.impl, BatchNormImpl::kOneDnn) << "the fused BN forms the SE-scaled dy itself";
   }

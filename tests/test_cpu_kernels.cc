@@ -320,6 +320,57 @@ TEST_P(CpuKernelsLayout, ScaleAddReluAppliesDeferredBatchNorms) {
   expect_padding_zero(dsc.t, "dshortcut with deferred BN");
 }
 
+TEST_P(CpuKernelsLayout, ScaleAddReluBackwardSumsMatchReference) {
+  const auto [d, layout] = GetParam();
+  const int64_t hw = int64_t(d.h) * d.w;
+  const size_t c = size_t(d.c), planes = size_t(d.n) * c;
+  const Vec x = random(size_t(d.count()), 1.0, 3.0), sc = random(size_t(d.count()), -2.0, 0.0),
+            dout = random(size_t(d.count())), out = random(size_t(d.count()));  // out's sign is the mask
+  const Vec s = random(planes, 0.0, 1.0);
+  const AffineRef xa{random(c, 1.0, 3.0), random(c, 0.5, 2.0), random(c)};
+  const AffineRef sa{random(c, -2.0, 0.0), random(c, 0.5, 2.0), random(c)};
+  DevArray xm = make_array(xa.mean), xs = make_array(xa.scale), xb = make_array(xa.shift);
+  DevArray sm = make_array(sa.mean), ss = make_array(sa.scale), sb = make_array(sa.shift);
+  Vec dz_ref(x.size()), sdz(planes, 0.0), sx(planes, 0.0), ssc(planes, 0.0), ds_ref(planes, 0.0);
+  for (size_t i = 0; i < x.size(); ++i) {
+    const int64_t ch = int64_t(i) / hw % d.c;
+    const size_t pl = i / size_t(hw);
+    dz_ref[i] = out[i] > 0 ? dout[i] : 0.0;
+    sdz[pl] += dz_ref[i];
+    sx[pl] += dz_ref[i] * (x[i] - float(xa.mean[size_t(ch)]));
+    ssc[pl] += dz_ref[i] * (sc[i] - float(sa.mean[size_t(ch)]));
+    ds_ref[pl] += dz_ref[i] * xa.apply(x[i], ch);
+  }
+  DevTensor xt = make_from(x, d, layout), sct = make_from(sc, d, layout), outt = make_from(out, d, layout),
+            doutt = make_from(dout, d, layout), dsc = make(d, layout);
+  for (const Tensor* t : {&xt.t, &sct.t, &outt.t, &doutt.t}) poison_padding(*t);
+  DevArray sd = make_array(s), ds = make_array(Vec(planes, 7.0));
+  std::vector<double> got_dz(planes, 7.0), got_x(planes, 7.0), got_sc(planes, 7.0);
+  poison(dsc.t);
+  ASSERT_TRUE(backend_
+                  ->scale_add_relu_backward_sums(doutt.t, outt.t, xt.t, {xm.p, xs.p, xb.p}, sd.p, sct.t,
+                                                 {sm.p, ss.p, sb.p}, dsc.t, ds.p,
+                                                 {got_dz.data(), got_x.data(), got_sc.data()})
+                  .is_ok());
+  expect_near_all(download(dsc.t), dz_ref, 1e-6, "dshortcut");
+  expect_padding_zero(dsc.t, "dshortcut");
+  expect_near_all(got_dz, sdz, 1e-5, "sum dz");
+  expect_near_all(got_x, sx, 1e-5, "sum dz·(x - m)");
+  expect_near_all(got_sc, ssc, 1e-5, "sum dz·(shortcut - m)");
+  expect_near_all(read_array(ds.p, planes), ds_ref, 1e-4, "ds");
+  // Identity shortcut: no shortcut sums; and the shortcut sums without its BN are refused.
+  std::fill(got_dz.begin(), got_dz.end(), 7.0);
+  ASSERT_TRUE(backend_
+                  ->scale_add_relu_backward_sums(doutt.t, outt.t, xt.t, {xm.p, xs.p, xb.p}, nullptr, sct.t, {}, dsc.t,
+                                                 nullptr, {got_dz.data(), got_x.data(), nullptr})
+                  .is_ok());
+  expect_near_all(got_dz, sdz, 1e-5, "sum dz (identity shortcut)");
+  EXPECT_FALSE(backend_
+                   ->scale_add_relu_backward_sums(doutt.t, outt.t, xt.t, {xm.p, xs.p, xb.p}, nullptr, sct.t, {},
+                                                  dsc.t, nullptr, {got_dz.data(), got_x.data(), got_sc.data()})
+                   .is_ok());
+}
+
 TEST_P(CpuKernelsLayout, ScaleBackwardMatchesReference) {
   const auto [d, layout] = GetParam();
   const int64_t hw = int64_t(d.h) * d.w;

@@ -435,6 +435,7 @@ class FusedBatchNormOp final : public BatchNormOp {
     const LayoutView xv = LayoutView::of(x);
     std::copy(running_mean, running_mean + C, shift_.begin());
     dispatch_block(xv.b, [&](auto k) { stat_partials<decltype(k)::value>(xv, shift_.data(), part1_.data(), part2_.data()); });
+    if (!d_.fuse_relu) fwd_part1_ = part1_;  // backward_scaled_sums' Σ(x - μ) per plane
     sum_over_batch(C);
     sums_[size_t(2 * C)] = double(d_.dims.n) * d_.dims.h * d_.dims.w;
     if (d_.reducer) SX_TRY(d_.reducer(sums_.data(), 2 * C + 1).with_context("SyncBN statistics"));
@@ -514,9 +515,33 @@ class FusedBatchNormOp final : public BatchNormOp {
     pooled_ = pooled;
     return true;
   }
-  Status backward_scaled(const Tensor& x, const Tensor& /*y*/, const Tensor& dz, const float* s, const float* dmean,
+  Status backward_scaled(const Tensor& x, const Tensor& y, const Tensor& dz, const float* s, const float* dmean,
                          const float* gamma, const float* save_mean, const float* save_var, const Tensor& dx,
                          float* dgamma, float* dbeta, bool accumulate) override {
+    return backward_scaled(x, y, dz, s, dmean, gamma, save_mean, save_var, dx, dgamma, dbeta, accumulate, nullptr);
+  }
+  bool takes_sums() const override { return !d_.fuse_relu; }
+  Status backward_scaled_sums(const Tensor& x, const Tensor& dz, const float* s, const float* dmean,
+                              const double* sum_dz, const double* sum_dzx, const float* gamma, const float* save_mean,
+                              const float* save_var, const Tensor& dx, float* dgamma, float* dbeta,
+                              bool accumulate) override {
+    if (d_.fuse_relu) return Status::unimplemented("batch norm backward_scaled_sums with a fused ReLU");
+    SX_CHECK_ARG(sum_dz != nullptr && sum_dzx != nullptr, "bn backward_scaled_sums: null sums");
+    const Sums sums{sum_dz, sum_dzx};
+    return backward_scaled(x, Tensor{}, dz, s, dmean, gamma, save_mean, save_var, dx, dgamma, dbeta, accumulate,
+                           &sums);
+  }
+
+ private:
+  // Per-plane sums of backward's first pass taken by the caller (backward_scaled_sums), plain (N, C).
+  struct Sums {
+    const double* dz;   // Σ_hw dz
+    const double* dzx;  // Σ_hw dz·(x - save_mean)
+  };
+  Status backward_scaled(const Tensor& x, const Tensor& y, const Tensor& dz, const float* s, const float* dmean,
+                         const float* gamma, const float* save_mean, const float* save_var, const Tensor& dx,
+                         float* dgamma, float* dbeta, bool accumulate, const Sums* sums) {
+    (void)y;
     SX_TRY(check(dz, "bn backward dz"));
     // Per-plane constants of dy = dz·s + dmean/(H·W), zero on the padded lanes past C.
     const int C = d_.dims.c;
@@ -528,12 +553,12 @@ class FusedBatchNormOp final : public BatchNormOp {
         gt_[i] = dmean ? dmean[src] * inv_hw : 0.f;
       }
     return backward_impl(x, Grad{LayoutView::of(dz), gs_.data(), gt_.data()}, gamma, save_mean, save_var, dx,
-                         dgamma, dbeta, accumulate);
+                         dgamma, dbeta, accumulate, sums);
   }
 
- private:
   Status backward_impl(const Tensor& x, const Grad& gv, const float* gamma, const float* save_mean,
-                       const float* save_var, const Tensor& dx, float* dgamma, float* dbeta, bool accumulate) {
+                       const float* save_var, const Tensor& dx, float* dgamma, float* dbeta, bool accumulate,
+                       const Sums* sums = nullptr) {
     SX_TRY(check(x, "bn backward x"));
     SX_TRY(check(dx, "bn backward dx"));
     const int C = d_.dims.c;
@@ -541,10 +566,24 @@ class FusedBatchNormOp final : public BatchNormOp {
     // save_mean is the forward's mean_, so the recomputed ReLU mask matches the forward's.
     std::copy(save_mean, save_mean + C, bmean_.begin());
     const float* mu = bmean_.data();
-    dispatch(xv.b, d_.fuse_relu, [&](auto k, auto relu) {
-      grad_partials<decltype(k)::value, decltype(relu)::value>(xv, gv, mu, scale_.data(), beta_.data(),
-                                                                part1_.data(), part2_.data());
-    });
+    if (sums) {
+      // The first pass from the caller's sums: Σ dy = gs·Σdz + HW·gt and Σ dy·(x-μ) = gs·Σdz·(x-μ) +
+      // gt·Σ(x-μ), the last from the forward's per-plane sums Σ(x-k) (k = shift_).
+      const double hw = double(d_.dims.h) * d_.dims.w;
+      for (int n = 0; n < d_.dims.n; ++n)
+        for (int c = 0; c < C; ++c) {
+          const size_t i = size_t(n * cp_ + c), src = size_t(n) * C + c;
+          const double gs = gv.gs[i], gt = gv.gt[i];
+          const double dev = fwd_part1_[i] - hw * (double(mu[c]) - double(shift_[size_t(c)]));
+          part1_[i] = gs * sums->dz[src] + hw * gt;
+          part2_[i] = gs * sums->dzx[src] + gt * dev;
+        }
+    } else {
+      dispatch(xv.b, d_.fuse_relu, [&](auto k, auto relu) {
+        grad_partials<decltype(k)::value, decltype(relu)::value>(xv, gv, mu, scale_.data(), beta_.data(),
+                                                                  part1_.data(), part2_.data());
+      });
+    }
     sum_over_batch(C);
     // This process's dgamma/dbeta: the gradient allreduce adds the other ranks' shares.
     for (int c = 0; c < C; ++c) {
@@ -600,6 +639,7 @@ class FusedBatchNormOp final : public BatchNormOp {
   bool stream_ = false;
   int64_t cp_ = 0;                            // padded channels CB·B
   std::vector<double> part1_, part2_;         // (N, CP) per-plane partial sums
+  std::vector<double> fwd_part1_;             // (N, CP) the last forward_train's Σ(x - shift_) (no ReLU only)
   std::vector<double> sums_;                  // (2C + 1): the two sums per channel and the count M
   // Per-channel constants, (CP) each, zero past C.
   std::vector<float> shift_;                  // running mean at the forward: the sums' shift k

@@ -45,6 +45,9 @@ class CpuBackend final : public Backend {
                                 ChannelAffine x_bn = {}, ChannelAffine shortcut_bn = {}) override;
   Status scale_add_relu_backward(const Tensor& dout, const Tensor& out, const Tensor& x, const float* s,
                                  const Tensor& dshortcut, float* ds, ChannelAffine x_bn = {}) override;
+  Status scale_add_relu_backward_sums(const Tensor& dout, const Tensor& out, const Tensor& x, ChannelAffine x_bn,
+                                      const float* s, const Tensor& shortcut, ChannelAffine shortcut_bn,
+                                      const Tensor& dshortcut, float* ds, const MergeSums& sums) override;
   Status scale_backward(const Tensor& dz, const float* s, const float* dmean, const Tensor& dx) override;
   Status add_into(const Tensor& dst, const Tensor& src) override;
   Status softmax_cross_entropy(const float* logits, const int32_t* labels, const float* soft_targets, int n, int k,

@@ -18,7 +18,12 @@
 #include <vector>
 
 #ifdef __AVX512F__
+// GCC 12's false positive inside the header (see batch_norm_fused.cc).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
+#pragma GCC diagnostic pop
 #endif
 
 #include "model/cpu/cpu_backend.h"
@@ -240,6 +245,92 @@ void scale_add_relu_bwd(const LayoutView& dout, const LayoutView& out, const Lay
   }
 }
 
+#ifdef __AVX512F__
+// One full nChw16c block of scale_add_relu_bwd_sums: z = relu_grad(out, g), and per lane Σz,
+// Σz·(x - xm), Σz·(sc - sm) (WithSc) in fp32 over chunks of 64 pixels, then added in double.
+template <bool WithSc>
+void merge_sums_block16(const float* g, const float* out, const float* x, const float* sc, float* z, int64_t hw,
+                        const float* xm, const float* sm, double* o_dz, double* o_x, double* o_sc) {
+  constexpr int64_t kChunk = 64;
+  const __m512 zero = _mm512_setzero_ps(), mx = _mm512_loadu_ps(xm), ms = WithSc ? _mm512_loadu_ps(sm) : zero;
+  __m512d d[3][2];
+  for (auto& dd : d) dd[0] = dd[1] = _mm512_setzero_pd();
+  for (int64_t p0 = 0; p0 < hw; p0 += kChunk) {
+    const int64_t pe = std::min(hw, p0 + kChunk);
+    __m512 a[3] = {zero, zero, zero};
+    for (int64_t p = p0; p < pe; ++p) {
+      const __mmask16 pos = _mm512_cmp_ps_mask(_mm512_loadu_ps(out + p * 16), zero, _CMP_GT_OQ);
+      const __m512 dz = _mm512_maskz_mov_ps(pos, _mm512_loadu_ps(g + p * 16));
+      _mm512_storeu_ps(z + p * 16, dz);
+      a[0] = _mm512_add_ps(a[0], dz);
+      a[1] = _mm512_fmadd_ps(dz, _mm512_sub_ps(_mm512_loadu_ps(x + p * 16), mx), a[1]);
+      if constexpr (WithSc) a[2] = _mm512_fmadd_ps(dz, _mm512_sub_ps(_mm512_loadu_ps(sc + p * 16), ms), a[2]);
+    }
+    for (int k = 0; k < 3; ++k) {
+      d[k][0] = _mm512_add_pd(d[k][0], _mm512_cvtps_pd(_mm512_castps512_ps256(a[k])));
+      d[k][1] = _mm512_add_pd(d[k][1], _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a[k]), 1))));
+    }
+  }
+  double* outs[3] = {o_dz, o_x, o_sc};
+  for (int k = 0; k < (WithSc ? 3 : 2); ++k) {
+    _mm512_storeu_pd(outs[k], d[k][0]);
+    _mm512_storeu_pd(outs[k] + 8, d[k][1]);
+  }
+}
+#endif
+
+// scale_add_relu_bwd with the deferred BNs' first backward pass: see Backend::scale_add_relu_backward_sums.
+template <int K>
+void scale_add_relu_bwd_sums(const LayoutView& dout, const LayoutView& out, const LayoutView& x, const float* xm,
+                             const LayoutView& sc, const float* sm, const LayoutView& dsc,
+                             const Backend::MergeSums& sums) {
+  const int B = K ? K : dout.b;
+  const bool with_sc = sums.dz_shortcut != nullptr;
+#pragma omp parallel for collapse(2) schedule(static) if (floats(dout) >= kParallelMin)
+  for (int n = 0; n < dout.n; ++n) {
+    for (int j = 0; j < dout.cb; ++j) {
+      const float* gb = dout.block(n, j);
+      const float* ob = out.block(n, j);
+      const float* xb = x.block(n, j);
+      const float* sb = with_sc ? sc.block(n, j) : nullptr;
+      float* zb = dsc.block(n, j);
+      const int valid = dout.valid_lanes(j);
+      const int64_t o = int64_t(n) * dout.c + int64_t(j) * B;
+#ifdef __AVX512F__
+      if (K == 16 && valid == 16) {
+        if (with_sc)
+          merge_sums_block16<true>(gb, ob, xb, sb, zb, dout.hw, xm + j * 16, sm + j * 16, sums.dz + o, sums.dz_x + o,
+                                   sums.dz_shortcut + o);
+        else
+          merge_sums_block16<false>(gb, ob, xb, nullptr, zb, dout.hw, xm + j * 16, nullptr, sums.dz + o,
+                                    sums.dz_x + o, nullptr);
+        continue;
+      }
+#endif
+      Lanes<K, double> l0(B), l1(B), l2(B);
+      double *a0 = l0.data(), *a1 = l1.data(), *a2 = l2.data();
+      for (int l = 0; l < B; ++l) a0[l] = a1[l] = a2[l] = 0;
+      for (int64_t p = 0; p < dout.hw; ++p) {
+        const int64_t q = p * B;
+        for (int l = 0; l < B; ++l) {
+          const float dz = l < valid ? ew::relu_grad(ob[q + l], gb[q + l]) : 0.f;
+          zb[q + l] = dz;
+          if (l >= valid) continue;
+          const int64_t c = int64_t(j) * B + l;
+          a0[l] += dz;
+          a1[l] += double(dz) * double(xb[q + l] - xm[c]);
+          if (with_sc) a2[l] += double(dz) * double(sb[q + l] - sm[c]);
+        }
+      }
+      for (int l = 0; l < valid; ++l) {
+        sums.dz[o + l] = a0[l];
+        sums.dz_x[o + l] = a1[l];
+        if (with_sc) sums.dz_shortcut[o + l] = a2[l];
+      }
+    }
+  }
+}
+
 template <int K>
 void scale_bwd(const LayoutView& dz, const float* s, const float* dmean, const LayoutView& dx) {
   const int B = K ? K : dz.b;
@@ -359,6 +450,33 @@ Status CpuBackend::scale_add_relu_backward(const Tensor& dout, const Tensor& out
                    zv = LayoutView::of(dshortcut);
   float* ds_or_null = s != nullptr ? ds : nullptr;
   dispatch_block(gv.b, [&](auto k) { scale_add_relu_bwd<decltype(k)::value>(gv, ov, xv, ds_or_null, zv, x_bn); });
+  return Status::ok();
+}
+
+Status CpuBackend::scale_add_relu_backward_sums(const Tensor& dout, const Tensor& out, const Tensor& x,
+                                                ChannelAffine x_bn, const float* s, const Tensor& shortcut,
+                                                ChannelAffine shortcut_bn, const Tensor& dshortcut, float* ds,
+                                                const MergeSums& sums) {
+  const char* what = "scale_add_relu_backward_sums";
+  SX_TRY(check_same(what, dout, "dout", out, "out"));
+  SX_TRY(check_same(what, dout, "dout", dshortcut, "dshortcut"));
+  SX_TRY(check_same(what, dout, "dout", x, "x"));
+  SX_CHECK_ARG(x_bn && sums.dz && sums.dz_x, "scale_add_relu_backward_sums: needs x_bn and the dz, dz_x sums");
+  SX_CHECK_ARG(bool(shortcut_bn) == (sums.dz_shortcut != nullptr),
+               "scale_add_relu_backward_sums: dz_shortcut is taken exactly when shortcut_bn is set");
+  if (shortcut_bn) SX_TRY(check_same(what, dout, "dout", shortcut, "shortcut"));
+  SX_CHECK_ARG(s == nullptr || ds != nullptr, "scale_add_relu_backward_sums: ds is null but s is not");
+  if (dout.dims.count() == 0) return Status::ok();
+  const LayoutView gv = LayoutView::of(dout), ov = LayoutView::of(out), xv = LayoutView::of(x),
+                   sv = LayoutView::of(shortcut), zv = LayoutView::of(dshortcut);
+  dispatch_block(gv.b, [&](auto k) {
+    scale_add_relu_bwd_sums<decltype(k)::value>(gv, ov, xv, x_bn.mean, sv, shortcut_bn.mean, zv, sums);
+  });
+  if (s != nullptr) {  // ds = Σ dz·((x - m)·a + b) from the same sums
+    const int c = dout.dims.c;
+    for (int64_t i = 0; i < int64_t(dout.dims.n) * c; ++i)
+      ds[i] = float(double(x_bn.scale[i % c]) * sums.dz_x[i] + double(x_bn.shift[i % c]) * sums.dz[i]);
+  }
   return Status::ok();
 }
 
