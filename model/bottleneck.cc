@@ -60,11 +60,14 @@ StatusOr<std::unique_ptr<Bottleneck>> Bottleneck::make(Backend& backend, ParamSt
   b->merge_sums_ = b->conv3_->deferred() && b->conv3_->takes_sums() &&
                    (!b->down_ || (b->down_->deferred() && b->down_->takes_sums()));
   if (b->merge_sums_) {
-    const int64_t planes = int64_t(n) * d.out;
-    for (double** p : {&b->sum_dz_, &b->sum_dz3_, &b->sum_dzp_}) {
-      if (p == &b->sum_dzp_ && !b->down_) break;
-      SX_ASSIGN_OR_RETURN(float* f, allocate_floats(backend, 2 * planes, b->owned_));
-      *p = reinterpret_cast<double*>(f);
+    auto planes_of_doubles = [&]() { return allocate_floats(backend, 2 * int64_t(n) * d.out, b->owned_); };
+    SX_ASSIGN_OR_RETURN(float* dz, planes_of_doubles());
+    SX_ASSIGN_OR_RETURN(float* dz3, planes_of_doubles());
+    b->sum_dz_ = reinterpret_cast<double*>(dz);
+    b->sum_dz3_ = reinterpret_cast<double*>(dz3);
+    if (b->down_) {
+      SX_ASSIGN_OR_RETURN(float* dzp, planes_of_doubles());
+      b->sum_dzp_ = reinterpret_cast<double*>(dzp);
     }
   }
   return b;
