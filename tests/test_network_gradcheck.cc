@@ -1,6 +1,7 @@
 // End-to-end gradient check of the whole `small` network (stem, three SE bottlenecks with
 // downsample shortcuts, classifier) against central finite differences of the training loss,
-// for parameters of every kind. BN runs in training mode (batch statistics), so the check covers
+// for parameters of every kind; variants with identity-shortcut blocks, without SE, with the vd
+// stem and shortcut, and with oneDNN's batch norm cover the block's other code paths. BN runs in training mode (batch statistics), so the check covers
 // the BN backward through the batch mean and variance.
 //
 // The parameters are first moved off the initial point (random BN gamma/beta, SE weights x8), so
@@ -224,6 +225,51 @@ TEST_F(GradCheckVd, StemAndAvgPoolShortcut) {
   check("stage1.block0.downsample.conv.weight");  // avg pool 2x2/2 then 1x1
   check("stage2.block0.downsample.conv.weight");  // avg pool on 3x3 (ceil mode)
   check("stage2.block0.downsample.bn.weight");
+}
+
+// Two blocks per stage: the second block of each has the identity shortcut, whose merge takes only
+// BN3's sums (no projection BN) and whose input gradient adds dz straight in.
+class GradCheckIdentityShortcut : public GradCheck {
+ protected:
+  void SetUp() override {
+    auto spec = preset("small");
+    ASSERT_TRUE(spec.is_ok());
+    ModelSpec s = spec.value();
+    s.blocks = {2, 2, 1};
+    setup(s, 12);
+  }
+};
+
+TEST_F(GradCheckIdentityShortcut, SecondBlocksAndThroughThem) {
+  check("stage0.block1.conv3.weight");
+  check("stage0.block1.bn3.weight");
+  check("stage0.block1.bn3.bias");
+  check("stage0.block1.se.fc1.weight");
+  check("stage1.block1.bn3.bias");
+  check("stage0.block0.bn3.weight");  // upstream of an identity block: dz through the shortcut
+  check("stage0.block0.downsample.bn.bias");
+}
+
+// Plain ResNeXt (no SE): the merge has no channel scale, so BN3's backward takes s = 1, dmean = 0.
+class GradCheckPlainResNeXt : public GradCheck {
+ protected:
+  void SetUp() override {
+    auto spec = preset("small");
+    ASSERT_TRUE(spec.is_ok());
+    ModelSpec s = spec.value();
+    s.se_reduction = 0;
+    s.blocks = {2, 1, 1};
+    setup(s, 12);
+  }
+};
+
+TEST_F(GradCheckPlainResNeXt, BlocksWithoutSe) {
+  check("stage0.block1.bn3.weight");
+  check("stage0.block1.bn3.bias");
+  check("stage0.block1.conv3.weight");
+  check("stage1.block0.bn3.weight");
+  check("stage1.block0.downsample.bn.weight");
+  check("stage0.block0.conv1.weight");
 }
 
 // oneDNN's batch norm cannot take the SE block's passes (pool_output_into, backward_scaled), so the
