@@ -19,6 +19,14 @@
 namespace sx::model {
 namespace {
 
+// The op is compiled only into AVX-512 builds (-march=native here); elsewhere make_cpu_conv keeps
+// oneDNN's path, which test_cpu_conv covers.
+#ifdef __AVX512F__
+#define SKIP_WITHOUT_AVX512() (void)0
+#else
+#define SKIP_WITHOUT_AVX512() GTEST_SKIP() << "built without AVX-512: no direct grouped conv"
+#endif
+
 struct Case {
   std::string name;
   int n, c, h, w, gs, stride;
@@ -87,6 +95,7 @@ class GroupedConvDirectTest : public ::testing::TestWithParam<Case> {
 };
 
 TEST_P(GroupedConvDirectTest, MatchesReferenceFiniteDifferencesAndIsDeterministic) {
+  SKIP_WITHOUT_AVX512();
   const Case& p = GetParam();
   auto be = make_cpu_backend({.threads = 2});
   const ConvDesc d = desc_of(p);
@@ -180,6 +189,7 @@ INSTANTIATE_TEST_SUITE_P(
     [](const ::testing::TestParamInfo<Case>& info) { return info.param.name; });
 
 TEST(GroupedConvDirect, RejectsUnsupportedShapesAndWrongTensors) {
+  SKIP_WITHOUT_AVX512();
   ConvDesc d = desc_of(Case{"", 1, 32, 8, 8, 4, 1});
   EXPECT_TRUE(cpu::grouped_conv_direct_supports(d));
   ConvDesc bad = d;
@@ -208,6 +218,7 @@ TEST(GroupedConvDirect, RejectsUnsupportedShapesAndWrongTensors) {
 // make_cpu_conv sends the SE-ResNeXt-50 and small-model narrow-group shapes (4 and 8 channels per
 // group; batch reduced) to the direct op, which runs forward and both backwards without reorders.
 TEST(GroupedConvDirect, MakeConvRoutesNarrowGroupsWithoutReorders) {
+  SKIP_WITHOUT_AVX512();
   auto be = make_cpu_backend({.threads = 2});
   const Case routed[] = {{"r50_stage0", 2, 128, 56, 56, 4, 1}, {"r50_stage1_first", 2, 256, 56, 56, 8, 2},
                          {"r50_stage1", 2, 256, 28, 28, 8, 1}, {"small_stage0", 4, 32, 28, 28, 4, 1},

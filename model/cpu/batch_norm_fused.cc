@@ -233,7 +233,7 @@ inline float bn_value(float x, float mean, float scale, float beta) { return (x 
 // taken while y is in registers instead of in a pass of its own.
 template <int K, bool Relu>
 void apply(const LayoutView& x, const float* mean, const float* scale, const float* beta, const LayoutView& y,
-           bool stream, float* pooled) {
+           [[maybe_unused]] bool stream, float* pooled) {
   const int B = K ? K : x.b;
   const float inv_hw = 1.f / float(x.hw);
 #pragma omp parallel for collapse(2) schedule(static) if (floats(x) >= kParallelMin)
@@ -353,7 +353,7 @@ void grad_partials(const LayoutView& x, const Grad& dy, const float* mean, const
 // dx = a[c]·dy' + b[c]·(x - mean[c]) + c0[c] (the BN input gradient with its per-channel constants).
 template <int K, bool Relu>
 void grad_apply(const LayoutView& x, const Grad& dy, const float* mean, const float* scale, const float* beta,
-                const float* a, const float* b, const float* c0, const LayoutView& dx, bool stream) {
+                const float* a, const float* b, const float* c0, const LayoutView& dx, [[maybe_unused]] bool stream) {
   const int64_t cp = int64_t(x.cb) * (K ? K : x.b);
   const int B = K ? K : x.b;
 #pragma omp parallel for collapse(2) schedule(static) if (floats(x) >= kParallelMin)
