@@ -515,10 +515,10 @@ class FusedBatchNormOp final : public BatchNormOp {
     pooled_ = pooled;
     return true;
   }
-  Status backward_scaled(const Tensor& x, const Tensor& y, const Tensor& dz, const float* s, const float* dmean,
+  Status backward_scaled(const Tensor& x, const Tensor& /*y*/, const Tensor& dz, const float* s, const float* dmean,
                          const float* gamma, const float* save_mean, const float* save_var, const Tensor& dx,
                          float* dgamma, float* dbeta, bool accumulate) override {
-    return backward_scaled(x, y, dz, s, dmean, gamma, save_mean, save_var, dx, dgamma, dbeta, accumulate, nullptr);
+    return scaled_backward(x, dz, s, dmean, gamma, save_mean, save_var, dx, dgamma, dbeta, accumulate, nullptr);
   }
   bool takes_sums() const override { return !d_.fuse_relu; }
   Status backward_scaled_sums(const Tensor& x, const Tensor& dz, const float* s, const float* dmean,
@@ -528,8 +528,7 @@ class FusedBatchNormOp final : public BatchNormOp {
     if (d_.fuse_relu) return Status::unimplemented("batch norm backward_scaled_sums with a fused ReLU");
     SX_CHECK_ARG(sum_dz != nullptr && sum_dzx != nullptr, "bn backward_scaled_sums: null sums");
     const Sums sums{sum_dz, sum_dzx};
-    return backward_scaled(x, Tensor{}, dz, s, dmean, gamma, save_mean, save_var, dx, dgamma, dbeta, accumulate,
-                           &sums);
+    return scaled_backward(x, dz, s, dmean, gamma, save_mean, save_var, dx, dgamma, dbeta, accumulate, &sums);
   }
 
  private:
@@ -538,10 +537,10 @@ class FusedBatchNormOp final : public BatchNormOp {
     const double* dz;   // Σ_hw dz
     const double* dzx;  // Σ_hw dz·(x - save_mean)
   };
-  Status backward_scaled(const Tensor& x, const Tensor& y, const Tensor& dz, const float* s, const float* dmean,
-                         const float* gamma, const float* save_mean, const float* save_var, const Tensor& dx,
-                         float* dgamma, float* dbeta, bool accumulate, const Sums* sums) {
-    (void)y;
+  // backward_scaled, with the first pass's sums given (backward_scaled_sums) or taken here (null).
+  Status scaled_backward(const Tensor& x, const Tensor& dz, const float* s, const float* dmean, const float* gamma,
+                         const float* save_mean, const float* save_var, const Tensor& dx, float* dgamma,
+                         float* dbeta, bool accumulate, const Sums* sums) {
     SX_TRY(check(dz, "bn backward dz"));
     // Per-plane constants of dy = dz·s + dmean/(H·W), zero on the padded lanes past C.
     const int C = d_.dims.c;
