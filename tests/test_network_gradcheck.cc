@@ -37,6 +37,16 @@ class GradCheck : public ::testing::Test {
     setup(spec.value(), 12);  // 12 -> 12, 6, 3 through the stages
   }
 
+  // The small preset changed by `edit` (a variant that reaches other code paths), at hw x hw.
+  template <class Edit>
+  void setup_small(Edit edit, int hw) {
+    auto spec = preset("small");
+    ASSERT_TRUE(spec.is_ok());
+    ModelSpec s = spec.value();
+    edit(s);
+    setup(s, hw);
+  }
+
   void setup(const ModelSpec& spec, int hw) {
     NetworkOptions o;
     o.bn_impl = bn_impl_;
@@ -206,13 +216,13 @@ TEST_F(GradCheck, Classifier) {
 class GradCheckVd : public GradCheck {
  protected:
   void SetUp() override {
-    auto spec = preset("small");
-    ASSERT_TRUE(spec.is_ok());
-    ModelSpec s = spec.value();
-    s.stem = Stem::kVd;
-    s.avg_down = true;
-    s.in_channels = 3;
-    setup(s, 24);
+    setup_small(
+        [](ModelSpec& s) {
+          s.stem = Stem::kVd;
+          s.avg_down = true;
+          s.in_channels = 3;
+        },
+        24);
   }
 };
 
@@ -232,11 +242,7 @@ TEST_F(GradCheckVd, StemAndAvgPoolShortcut) {
 class GradCheckIdentityShortcut : public GradCheck {
  protected:
   void SetUp() override {
-    auto spec = preset("small");
-    ASSERT_TRUE(spec.is_ok());
-    ModelSpec s = spec.value();
-    s.blocks = {2, 2, 1};
-    setup(s, 12);
+    setup_small([](ModelSpec& s) { s.blocks = {2, 2, 1}; }, 12);
   }
 };
 
@@ -254,12 +260,12 @@ TEST_F(GradCheckIdentityShortcut, SecondBlocksAndThroughThem) {
 class GradCheckPlainResNeXt : public GradCheck {
  protected:
   void SetUp() override {
-    auto spec = preset("small");
-    ASSERT_TRUE(spec.is_ok());
-    ModelSpec s = spec.value();
-    s.se_reduction = 0;
-    s.blocks = {2, 1, 1};
-    setup(s, 12);
+    setup_small(
+        [](ModelSpec& s) {
+          s.se_reduction = 0;
+          s.blocks = {2, 1, 1};
+        },
+        12);
   }
 };
 
