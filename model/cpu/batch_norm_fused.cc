@@ -23,14 +23,7 @@
 #include <type_traits>
 #include <vector>
 
-// GCC 12 warns inside the header that _mm512_undefined_*() operands are uninitialised (a known
-// false positive of cvtps_pd / extract / max at -O2); the warning is located in the header.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <immintrin.h>
-#pragma GCC diagnostic pop
-
+#include "model/cpu/avx512.h"
 #include "model/cpu/cpu_backend.h"
 #include "model/cpu/layout_view.h"
 
@@ -51,13 +44,6 @@ constexpr size_t kStreamBytes = size_t(4) << 20;
 // shift close to the data) and moved to the common shift k in double at the end.
 namespace avx {
 constexpr int64_t kChunk = 64;
-
-inline __m512d lo_pd(__m512 v) { return _mm512_cvtps_pd(_mm512_castps512_ps256(v)); }
-inline __m512d hi_pd(__m512 v) { return _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))); }
-inline void store_pd(double* out, __m512d lo, __m512d hi) {
-  _mm512_storeu_pd(out, lo);
-  _mm512_storeu_pd(out + 8, hi);
-}
 
 // Σ v(p) and Σ w(p) over the plane's pixels, for any per-pixel pair of contributions f(p, &v, &w).
 template <class F>

@@ -17,15 +17,7 @@
 #include <type_traits>
 #include <vector>
 
-#ifdef __AVX512F__
-// GCC 12's false positive inside the header (see batch_norm_fused.cc).
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <immintrin.h>
-#pragma GCC diagnostic pop
-#endif
-
+#include "model/cpu/avx512.h"
 #include "model/cpu/cpu_backend.h"
 #include "model/cpu/layout_view.h"
 #include "model/elementwise.h"
@@ -267,15 +259,12 @@ void merge_sums_block16(const float* g, const float* out, const float* x, const 
       if constexpr (WithSc) a[2] = _mm512_fmadd_ps(dz, _mm512_sub_ps(_mm512_loadu_ps(sc + p * 16), ms), a[2]);
     }
     for (int k = 0; k < 3; ++k) {
-      d[k][0] = _mm512_add_pd(d[k][0], _mm512_cvtps_pd(_mm512_castps512_ps256(a[k])));
-      d[k][1] = _mm512_add_pd(d[k][1], _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a[k]), 1))));
+      d[k][0] = _mm512_add_pd(d[k][0], lo_pd(a[k]));
+      d[k][1] = _mm512_add_pd(d[k][1], hi_pd(a[k]));
     }
   }
   double* outs[3] = {o_dz, o_x, o_sc};
-  for (int k = 0; k < (WithSc ? 3 : 2); ++k) {
-    _mm512_storeu_pd(outs[k], d[k][0]);
-    _mm512_storeu_pd(outs[k] + 8, d[k][1]);
-  }
+  for (int k = 0; k < (WithSc ? 3 : 2); ++k) store_pd(outs[k], d[k][0], d[k][1]);
 }
 #endif
 
