@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "model/precision.h"
 #include "model/tensor.h"
 
 namespace sx::model {
@@ -209,6 +210,17 @@ class Backend {
   // The layout this backend keeps activations with `channels` channels in between layers.
   virtual Layout activation_layout(int channels) const = 0;
   virtual Status synchronize() = 0;  // waits for queued work (no-op on CPU)
+
+  // ---- device and precision (defaults fit a host backend that runs ops synchronously) ------
+  // The compute precision of the ops (model/precision.h). Parameters, gradients, momentum, BN
+  // statistics and every float* argument stay fp32 whatever it is; only activations differ.
+  virtual Precision precision() const { return Precision::kFp32; }
+  // The queue compute runs on (a cudaStream_t for CUDA), so a communicator can order its work after
+  // the backward's with events recorded on it; nullptr when ops complete before they return.
+  virtual void* native_stream() { return nullptr; }
+  // *host_all_finite = no inf or NaN in data[0, count) (backend memory): the fp16 loss scaler's
+  // overflow check of the gradient buffer before the SGD step. Waits for the work that writes data.
+  virtual Status all_finite(const float* data, int64_t count, bool* host_all_finite);
 
   // ---- planned ops ----------------------------------------------------------------------
   virtual StatusOr<std::unique_ptr<ConvOp>> make_conv(const ConvDesc& desc) = 0;

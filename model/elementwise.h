@@ -1,10 +1,12 @@
 // defines: the per-element arithmetic of the Backend's own kernels (ReLU, sigmoid, the SE residual
-// merge, softmax cross-entropy targets, the SGD update), written once as SX_HOST_DEVICE inline
-// functions. The CPU loops in cpu/kernels.cc call them and a CUDA backend's kernels call the very
+// merge, softmax cross-entropy targets, the SGD update, the bf16/fp16 storage conversions), written
+// once as SX_HOST_DEVICE inline functions. The CPU loops in cpu/kernels.cc call them and a CUDA backend's kernels call the very
 // same functions, so the CPU tests cover the GPU arithmetic too. No loops, no memory layout here.
 #pragma once
 
-#include <math.h>  // expf: the same name on host and device
+#include <math.h>    // expf: the same name on host and device
+#include <stdint.h>
+#include <string.h>  // memcpy: the host's bit cast
 
 #ifdef __CUDACC__
 #define SX_HOST_DEVICE __host__ __device__
@@ -47,5 +49,83 @@ SX_HOST_DEVICE inline void sgd_update(float& w, float g, float& v, float lr, flo
   v = m * v + gd;
   w -= lr * (nesterov ? gd + m * v : v);
 }
+
+// ---- storage types of reduced-precision activations (model/precision.h) ---------------------------
+// The bits of a bfloat16 / IEEE binary16 value; the conversions below are the only arithmetic on them,
+// so a kernel computes in fp32 and the host tests cover the rounding exactly.
+struct Bf16 {
+  uint16_t bits;
+};
+struct Fp16 {
+  uint16_t bits;
+};
+
+SX_HOST_DEVICE inline uint32_t float_bits(float f) {
+#ifdef __CUDA_ARCH__
+  return __float_as_uint(f);
+#else
+  uint32_t u;
+  memcpy(&u, &f, sizeof u);
+  return u;
+#endif
+}
+SX_HOST_DEVICE inline float bits_float(uint32_t u) {
+#ifdef __CUDA_ARCH__
+  return __uint_as_float(u);
+#else
+  float f;
+  memcpy(&f, &u, sizeof f);
+  return f;
+#endif
+}
+
+// bf16 is the upper half of fp32: round to nearest, ties to even (overflow rounds to inf); NaN stays
+// NaN (made quiet, so rounding cannot turn it into inf).
+SX_HOST_DEVICE inline Bf16 to_bf16(float f) {
+  const uint32_t u = float_bits(f);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return Bf16{uint16_t((u >> 16) | 0x40u)};
+  return Bf16{uint16_t((u + 0x7fffu + ((u >> 16) & 1u)) >> 16)};
+}
+SX_HOST_DEVICE inline float to_float(Bf16 v) { return bits_float(uint32_t(v.bits) << 16); }
+
+// binary16: 5 exponent bits (bias 15), 10 mantissa bits; round to nearest, ties to even; |f| >= 65520
+// is inf, below 2^-14 a subnormal (multiples of 2^-24), below 2^-25 zero (2^-25 itself ties to 0).
+SX_HOST_DEVICE inline Fp16 to_fp16(float f) {
+  const uint32_t u = float_bits(f);
+  const uint16_t sign = uint16_t((u >> 16) & 0x8000u);
+  const uint32_t a = u & 0x7fffffffu;
+  if (a > 0x7f800000u) return Fp16{uint16_t(sign | 0x7e00u)};   // NaN
+  if (a >= 0x477ff000u) return Fp16{uint16_t(sign | 0x7c00u)};  // inf, and what rounds to it
+  if (a >= 0x38800000u) {                                        // normal: rebias 127 -> 15, drop 13 bits
+    const uint32_t r = a - (112u << 23);
+    return Fp16{uint16_t(sign | ((r + 0xfffu + ((r >> 13) & 1u)) >> 13))};
+  }
+  const uint32_t e = a >> 23;
+  if (e < 102) return Fp16{sign};                  // below 2^-25
+  const uint32_t m = (a & 0x7fffffu) | 0x800000u;  // value = m·2^(e-150) = (m >> (126-e)) units of 2^-24
+  const uint32_t shift = 126 - e;                  // 14..24
+  uint32_t q = m >> shift;
+  const uint32_t rem = m & ((1u << shift) - 1u), half = 1u << (shift - 1u);
+  if (rem > half || (rem == half && (q & 1u))) ++q;  // may carry into the smallest normal: same bits
+  return Fp16{uint16_t(sign | q)};
+}
+SX_HOST_DEVICE inline float to_float(Fp16 v) {
+  const uint32_t sign = uint32_t(v.bits & 0x8000u) << 16;
+  const uint32_t e = (v.bits >> 10) & 0x1fu, m = v.bits & 0x3ffu;
+  if (e == 0x1fu) return bits_float(sign | 0x7f800000u | (m << 13));           // inf, NaN
+  if (e == 0) return bits_float(sign | float_bits(float(m) * 5.9604644775390625e-8f));  // m·2^-24, exact
+  return bits_float(sign | ((e + 112u) << 23) | (m << 13));
+}
+SX_HOST_DEVICE inline float to_float(float v) { return v; }
+
+// from_float<T>(v): v in storage type T (float, Bf16, Fp16).
+template <class T>
+SX_HOST_DEVICE inline T from_float(float v);
+template <>
+SX_HOST_DEVICE inline float from_float<float>(float v) { return v; }
+template <>
+SX_HOST_DEVICE inline Bf16 from_float<Bf16>(float v) { return to_bf16(v); }
+template <>
+SX_HOST_DEVICE inline Fp16 from_float<Fp16>(float v) { return to_fp16(v); }
 
 }  // namespace sx::model::ew
