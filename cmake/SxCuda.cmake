@@ -38,12 +38,15 @@ if(SX_CUDA)
     set(CMAKE_CUDA_ARCHITECTURES 80 90)
   endif()
   set(CMAKE_CUDA_COMPILER ${CUDAToolkit_NVCC_EXECUTABLE})
-  # C++20 by flag: CMake 3.25 has no CUDA20 dialect entry for nvcc 13 (CMAKE_CUDA_STANDARD 20 fails).
-  string(APPEND CMAKE_CUDA_FLAGS " -std=c++20")
   if(SX_CCACHE)
     set(CMAKE_CUDA_COMPILER_LAUNCHER ${CMAKE_CXX_COMPILER_LAUNCHER})
   endif()
   enable_language(CUDA)
+  # CMake 3.25 knows no C++20 flag for nvcc (its table stops at 17); nvcc 13 takes -std=c++20.
+  set(CMAKE_CUDA20_STANDARD_COMPILE_OPTION "-std=c++20")
+  set(CMAKE_CUDA20_EXTENSION_COMPILE_OPTION "-std=c++20")
+  set(CMAKE_CUDA_STANDARD 20)
+  set(CMAKE_CUDA_STANDARD_REQUIRED ON)
   message(STATUS "CUDA backend: ON (CUDA ${CUDAToolkit_VERSION}, cuDNN ${CUDNN_VERSION}, NCCL ${NCCL_VERSION}, "
                  "sm ${CMAKE_CUDA_ARCHITECTURES})")
 elseif(_sx_cuda_missing)

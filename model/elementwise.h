@@ -27,6 +27,22 @@ SX_HOST_DEVICE inline float sigmoid_grad(float y, float dy) { return dy * y * (1
 // A batch norm with its statistics folded into per-channel constants: (x - mean)·scale + shift.
 SX_HOST_DEVICE inline float affine(float x, float mean, float scale, float shift) { return (x - mean) * scale + shift; }
 
+// Batch norm with its optional ReLU, from a forward's per-channel constants: y = [relu](affine(x)).
+SX_HOST_DEVICE inline float bn_output(float x, float mean, float scale, float shift, bool fuse_relu) {
+  const float v = affine(x, mean, scale, shift);
+  return fuse_relu ? relu(v) : v;
+}
+// The gradient that reaches a batch norm through its fused ReLU: dy where the forward's pre-ReLU value
+// (recomputed from x with the forward's constants, so the mask is the forward's) was positive.
+SX_HOST_DEVICE inline float bn_masked_grad(float dy, float x, float mean, float scale, float shift, bool fuse_relu) {
+  return fuse_relu && !(affine(x, mean, scale, shift) > 0.f) ? 0.f : dy;
+}
+// Batch norm input gradient with per-channel constants: a·dy' + b·(x - mean) + c, a = γ/σ,
+// b = -a/σ²·mean(dy'·(x - μ)), c = -a·mean(dy') (means over the batch, the global one under SyncBN).
+SX_HOST_DEVICE inline float bn_input_grad(float dy_masked, float x, float mean, float a, float b, float c) {
+  return a * dy_masked + b * (x - mean) + c;
+}
+
 // Residual merge of a bottleneck, out = relu(x·s + shortcut), s the SE channel scale (1 without SE).
 SX_HOST_DEVICE inline float scale_add_relu(float x, float s, float shortcut) { return relu(x * s + shortcut); }
 // Input gradient of the SE-scaled branch: dz·s plus the share of the SE pool input's gradient,

@@ -7,6 +7,7 @@
 #if SX_HAVE_CUDA
 #include <cuda_runtime.h>
 
+#include "model/cuda/backend_impl.h"
 #include "model/cuda/cuda_check.h"
 #endif
 
@@ -36,8 +37,7 @@ StatusOr<std::unique_ptr<Backend>> make_cuda_backend(const CudaBackendOptions& o
                                     std::to_string(count) + " visible (0.." + std::to_string(count - 1) +
                                     "); HINT: a worker takes the device of its local rank, so run at most " +
                                     std::to_string(count) + " ranks per node");
-  return Status::unimplemented("CUDA device " + std::to_string(options.device) +
-                               " found, but this build's CUDA backend has no ops yet (model/cuda/README.md)");
+  return cuda::make_device_backend(options);
 }
 
 #else
