@@ -218,6 +218,12 @@ class Backend {
   // The queue compute runs on (a cudaStream_t for CUDA), so a communicator can order its work after
   // the backward's with events recorded on it; nullptr when ops complete before they return.
   virtual void* native_stream() { return nullptr; }
+  // Bytes an activation of these dims and layout occupies in this backend's storage type (padding
+  // included): 4 per element, 2 on a bf16/fp16 device backend. Tensor::bytes() (4 per element) is
+  // always enough; allocating this instead halves activation memory in reduced precision.
+  virtual size_t activation_bytes(const Dims& dims, Layout layout) const {
+    return size_t(padded_count(dims, layout)) * sizeof(float);
+  }
   // *host_all_finite = no inf or NaN in data[0, count) (backend memory): the fp16 loss scaler's
   // overflow check of the gradient buffer before the SGD step. Waits for the work that writes data.
   virtual Status all_finite(const float* data, int64_t count, bool* host_all_finite);

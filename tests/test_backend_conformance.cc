@@ -29,6 +29,28 @@ TEST_P(Conformance, UploadDownloadRoundTripsThroughTheStorageType) {
   EXPECT_EQ(download(be(), t2.t), back);
 }
 
+TEST_P(Conformance, ActivationBytesHoldAnActivationInTheStorageType) {
+  const Dims d{2, 64, 7, 5};
+  const Layout l = be().activation_layout(d.c);
+  const size_t bytes = be().activation_bytes(d, l);
+  const Tensor probe{d, l, nullptr};
+  EXPECT_LE(bytes, probe.bytes());
+  EXPECT_EQ(bytes, size_t(probe.padded_count()) * (precision() == Precision::kFp32 ? 4 : 2));
+  // A tensor in exactly that much memory round-trips (nothing is written past it).
+  Buffer b = be().allocate(bytes + 256);
+  ASSERT_NE(b.get(), nullptr);
+  std::vector<float> guard(64, 0.f);
+  ASSERT_TRUE(be().copy_to_device(static_cast<char*>(b.get()) + bytes, guard.data(), 256).is_ok());
+  const Tensor t{d, l, static_cast<float*>(b.get())};
+  const std::vector<float> x = random_uniform(size_t(d.count()), 17, -1.f, 1.f);
+  ASSERT_TRUE(be().upload_nchw(x.data(), t).is_ok());
+  const std::vector<float> back = download(be(), t);
+  for (size_t i = 0; i < x.size(); ++i) ASSERT_NEAR(back[i], x[i], std::abs(x[i]) / 128) << i;
+  std::vector<float> after(64, 1.f);
+  ASSERT_TRUE(be().copy_to_host(after.data(), static_cast<char*>(b.get()) + bytes, 256).is_ok());
+  EXPECT_EQ(after, guard);
+}
+
 TEST_P(Conformance, FillAndCopies) {
   Floats f = zeros(1000);
   ASSERT_TRUE(be().fill(f.data + 10, 2.5f, 900).is_ok());

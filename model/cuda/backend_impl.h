@@ -35,6 +35,9 @@ class CudaBackend final : public Backend {
   bool is_device() const override { return true; }
   Precision precision() const override { return options_.precision; }
   void* native_stream() override { return stream_; }
+  size_t activation_bytes(const Dims& dims, Layout layout) const override {
+    return size_t(padded_count(dims, layout)) * element_bytes();
+  }
   Status all_finite(const float* data, int64_t count, bool* host_all_finite) override;
 
   Buffer allocate(size_t bytes) override;
