@@ -2,10 +2,13 @@
 """The SE-ResNeXt family in PyTorch: the peer `sx_bench model` is compared against, and an
 independent check of our builder's parameter counts (model/se_resnext.h).
 
-Architecture (same as model/se_resnext.h): torchvision/Cadene bottleneck with the stride on the
-grouped 3x3; SE = global avg pool -> FC(+bias) -> ReLU -> FC(+bias) -> sigmoid -> scale, before the
-residual add; downsample shortcut = 1x1 conv + BN; `vd` = three 3x3 stem convs and a 2x2/2 avg pool
-before the 1x1/1 shortcut conv; `small` = 3x3/1 stem of 32 channels, no pool, for 28-32 px inputs.
+Architecture as published (ResNeXt: Xie et al. 2017; SE: Hu et al. 2018; the `d`/vd stem and
+shortcut: He et al. 2019, "Bag of Tricks"), written after torchvision's and timm's ResNet: stride on
+the grouped 3x3; SE = global mean -> 1x1 conv(+bias) -> ReLU -> 1x1 conv(+bias) -> sigmoid -> scale,
+before the residual add; projection shortcut = 1x1 conv + BN; `vd` = three 3x3 stem convs (the first
+/2) and a 2x2/2 avg pool before the 1x1/1 shortcut conv; `small` (ours, for 28-32 px inputs) = one
+3x3/1 stem conv of 32 channels, no pool. State_dict names are torchvision's/timm's, so
+`sx_ckpt export --format torch` output loads with load_state_dict (tests/torch/ checks it).
 
   /usr/bin/python3 bench/torch_se_resnext.py --counts [--sx-bench build/bin/sx_bench]  # counts, checked
   /usr/bin/python3 bench/torch_se_resnext.py --arch small --batch 128 --image 28 --threads 2 --json
@@ -33,7 +36,7 @@ import torch.nn.functional as F
 
 
 class Spec:
-    """Mirror of sx::model::ModelSpec."""
+    """A family member: stages, cardinality, widths, SE reduction, stem (the knobs of the papers)."""
 
     def __init__(self, blocks=(3, 4, 6, 3), cardinality=32, base_width=4, stage_channels=None,
                  stage_strides=None, se_reduction=16, stem="imagenet", stem_channels=64,
@@ -86,36 +89,47 @@ EXPECTED_PARAMS = {
 }
 
 
-def conv_bn(cin, cout, k, stride=1, groups=1):
-    return [nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout)]
+def conv(cin, cout, k, stride=1, groups=1):
+    return nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False)
 
 
 class SE(nn.Module):
-    def __init__(self, channels, reduction):
-        super().__init__()
-        self.fc1 = nn.Linear(channels, channels // reduction)
-        self.fc2 = nn.Linear(channels // reduction, channels)
+    """Squeeze-and-excitation (Hu et al.): global mean -> 1x1 conv (+bias) -> ReLU -> 1x1 conv (+bias)
+    -> sigmoid, scaling the channels. The FCs are 1x1 convs as in timm's SEModule and Cadene's
+    SEModule (and so run on oneDNN, not on the generic BLAS nn.Linear uses here)."""
 
-    def forward(self, x):  # x (N, C, H, W) -> x * s[n, c]
-        s = F.adaptive_avg_pool2d(x, 1).flatten(1)
-        s = torch.sigmoid(self.fc2(F.relu(self.fc1(s), inplace=True)))
-        return x * s[:, :, None, None]
+    def __init__(self, channels, reduced):
+        super().__init__()
+        self.fc1 = nn.Conv2d(channels, reduced, 1, bias=True)
+        self.fc2 = nn.Conv2d(reduced, channels, 1, bias=True)
+        self.gate = torch.sigmoid
+
+    def forward(self, x):  # x (N, C, H, W)
+        s = x.mean((2, 3), keepdim=True)
+        s = self.fc2(F.relu(self.fc1(s), inplace=True))
+        return x * self.gate(s)
+
+
+def downsample(cin, cout, stride, avg_down):
+    """The projection shortcut: 1x1/stride conv + BN; `d` variants: 2x2/2 avg pool (ceil, padding not
+    counted) then 1x1/1 conv + BN, with an identity in the pool's place when the stride is 1 (timm)."""
+    if avg_down:
+        pool = nn.AvgPool2d(2, stride, ceil_mode=True, count_include_pad=False) if stride > 1 else nn.Identity()
+        return nn.Sequential(pool, conv(cin, cout, 1), nn.BatchNorm2d(cout))
+    return nn.Sequential(conv(cin, cout, 1, stride), nn.BatchNorm2d(cout))
 
 
 class Bottleneck(nn.Module):
+    """ResNeXt bottleneck (Xie et al.; torchvision/timm): 1x1 -> grouped 3x3 with the stride -> 1x1,
+    BN after each conv, SE on the last BN's output, then the residual add and ReLU."""
+
     def __init__(self, cin, width, cout, stride, groups, se_reduction, avg_down):
         super().__init__()
-        self.conv1, self.bn1 = conv_bn(cin, width, 1)
-        self.conv2, self.bn2 = conv_bn(width, width, 3, stride, groups)  # stride on the grouped 3x3
-        self.conv3, self.bn3 = conv_bn(width, cout, 1)
-        self.se = SE(cout, se_reduction) if se_reduction > 0 else None
-        self.shortcut = None
-        if stride != 1 or cin != cout:
-            if avg_down:
-                pool = [nn.AvgPool2d(2, stride, ceil_mode=True, count_include_pad=False)] if stride > 1 else []
-                self.shortcut = nn.Sequential(*pool, *conv_bn(cin, cout, 1))
-            else:
-                self.shortcut = nn.Sequential(*conv_bn(cin, cout, 1, stride))
+        self.conv1, self.bn1 = conv(cin, width, 1), nn.BatchNorm2d(width)
+        self.conv2, self.bn2 = conv(width, width, 3, stride, groups), nn.BatchNorm2d(width)
+        self.conv3, self.bn3 = conv(width, cout, 1), nn.BatchNorm2d(cout)
+        self.se = SE(cout, cout // se_reduction) if se_reduction > 0 else None
+        self.downsample = downsample(cin, cout, stride, avg_down) if stride != 1 or cin != cout else None
 
     def forward(self, x):
         y = F.relu(self.bn1(self.conv1(x)), inplace=True)
@@ -123,38 +137,46 @@ class Bottleneck(nn.Module):
         y = self.bn3(self.conv3(y))
         if self.se is not None:
             y = self.se(y)
-        s = x if self.shortcut is None else self.shortcut(x)
+        s = x if self.downsample is None else self.downsample(x)
         return F.relu(y + s, inplace=True)
 
 
 class SEResNeXt(nn.Module):
+    """State_dict names as torchvision's ResNet and timm's ResNet (conv1, bn1, layer1.0.conv2, ...,
+    layerN.B.se.fc1, layerN.B.downsample.0, fc); the vd stem is timm's deep stem (conv1.0/.3/.6)."""
+
     def __init__(self, spec):
         super().__init__()
         c = spec.stem_channels
         if spec.stem == "imagenet":
-            stem = [*conv_bn(spec.in_channels, c, 7, 2), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1)]
+            self.conv1 = nn.Conv2d(spec.in_channels, c, 7, 2, 3, bias=False)
         elif spec.stem == "vd":
-            stem = [*conv_bn(spec.in_channels, c // 2, 3, 2), nn.ReLU(inplace=True),
-                    *conv_bn(c // 2, c // 2, 3), nn.ReLU(inplace=True),
-                    *conv_bn(c // 2, c, 3), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1)]
+            self.conv1 = nn.Sequential(conv(spec.in_channels, c // 2, 3, 2), nn.BatchNorm2d(c // 2), nn.ReLU(inplace=True),
+                                       conv(c // 2, c // 2, 3), nn.BatchNorm2d(c // 2), nn.ReLU(inplace=True),
+                                       conv(c // 2, c, 3))
         elif spec.stem == "small":
-            stem = [*conv_bn(spec.in_channels, c, 3), nn.ReLU(inplace=True)]
+            self.conv1 = conv(spec.in_channels, c, 3)
         else:
             raise ValueError(f"unknown stem {spec.stem}")
-        self.stem = nn.Sequential(*stem)
-        blocks, cin = [], c
+        self.bn1 = nn.BatchNorm2d(c)
+        self.maxpool = nn.Identity() if spec.stem == "small" else nn.MaxPool2d(3, 2, 1)
+        cin = c
         for s in range(len(spec.blocks)):
+            blocks = []
             for b in range(spec.blocks[s]):
                 stride = spec.stride(s) if b == 0 else 1
                 blocks.append(Bottleneck(cin, spec.width(s), spec.out_channels(s), stride, spec.cardinality,
                                          spec.se_reduction, spec.avg_down))
                 cin = spec.out_channels(s)
-        self.blocks = nn.Sequential(*blocks)
+            self.add_module(f"layer{s + 1}", nn.Sequential(*blocks))
+        self.stages = len(spec.blocks)
         self.fc = nn.Linear(cin, spec.num_classes)
 
     def forward(self, x):
-        x = self.blocks(self.stem(x))
-        return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
+        x = self.maxpool(F.relu(self.bn1(self.conv1(x)), inplace=True))
+        for s in range(self.stages):
+            x = getattr(self, f"layer{s + 1}")(x)
+        return self.fc(x.mean((2, 3)))
 
 
 def build(arch):

@@ -84,6 +84,7 @@ struct CheckpointConfig {
 struct EvalConfig {
   int every_epochs = 1;             // 0 = only at the end
   bool at_end = true;
+  std::string out;                  // mode=eval: also append the result as a JSON line here ("" = stdout only)
 };
 
 struct CommConfig {

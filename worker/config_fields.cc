@@ -204,6 +204,7 @@ std::vector<ConfigField> build_fields() {
 
       FIELD(eval.every_epochs, "", "evaluate on data.val every N epochs (0 = only at the end)"),
       FIELD(eval.at_end, "", "evaluate after the last step"),
+      FIELD(eval.out, "", "mode=eval: also append the result as one JSON line to this file (nothing is written into a run directory)"),
 
       FIELD(comm.algorithm, "auto|flat|hierarchical", "gradient allreduce algorithm"),
       FIELD(comm.bucket_mb, "", "allreduce bucket size in MiB"),

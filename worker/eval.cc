@@ -22,6 +22,21 @@ void score_row(const float* z, int k, int label, EvalResult* out) {
   out->loss_sum += std::log(sum) - (double(zl) - double(zmax));
 }
 
+Status check_finite_parameters(model::Network& net) {
+  auto check = [](std::span<const model::ParamInfo> infos, const float* base, const char* what) -> Status {
+    for (const model::ParamInfo& p : infos) {
+      const float* v = base + p.offset;
+      const auto bad = std::find_if(v, v + p.count, [](float x) { return !std::isfinite(x); });
+      if (bad != v + p.count)
+        return Status::data_loss(std::string(what) + " " + p.name + "[" + std::to_string(bad - v) + "] = " +
+                                 std::to_string(*bad) + ": the parameters are broken (diverged?), no prediction can be made");
+    }
+    return Status::ok();
+  };
+  SX_TRY(check(net.params(), net.params_data(), "parameter"));
+  return check(net.bn_stats(), net.bn_stats_data(), "BN statistic");
+}
+
 StatusOr<EvalResult> evaluate(model::Network& net, dataplane::Reader& reader, MpiEnv& env) {
   const int k = net.spec().num_classes;
   SX_TRY(reader.start_epoch(0, 0));
@@ -36,6 +51,11 @@ StatusOr<EvalResult> evaluate(model::Network& net, dataplane::Reader& reader, Mp
     logits.resize(size_t(batch->n) * k);
     SX_TRY(net.backend().copy_to_host(logits.data(), net.logits(), logits.size() * sizeof(float)));
     for (int i = 0; i < batch->valid; ++i) {
+      const float* row = logits.data() + size_t(i) * k;
+      if (!std::all_of(row, row + k, [](float z) { return std::isfinite(z); })) {
+        if (local.nonfinite++ == 0) local.first_nonfinite = batch->indices[size_t(i)];
+        continue;
+      }
       const int label = batch->labels[size_t(i)];
       if (label < 0 || label >= k)
         return Status::data_loss("val sample " + std::to_string(batch->indices[size_t(i)]) + " has label " +
@@ -44,9 +64,13 @@ StatusOr<EvalResult> evaluate(model::Network& net, dataplane::Reader& reader, Mp
     }
   }
   // One allreduce of the counts (int64, exact) and one of the loss.
-  int64_t counts[3] = {local.samples, local.top1, local.top5};
+  int64_t counts[4] = {local.samples, local.top1, local.top5, local.nonfinite};
   double loss = local.loss_sum;
-  SX_TRY(env.allreduce_sum(std::span<int64_t>(counts, 3)));
+  SX_TRY(env.allreduce_sum(std::span<int64_t>(counts, 4)));
+  if (counts[3] > 0)  // after the allreduce, so that every rank returns the error
+    return Status::data_loss(std::to_string(counts[3]) + " val samples got non-finite logits (NaN or inf; " +
+                             (local.nonfinite ? "e.g. sample " + std::to_string(local.first_nonfinite) : "on other ranks") +
+                             "): the parameters are broken (diverged?), no accuracy can be given");
   SX_TRY(env.allreduce_sum(std::span<double>(&loss, 1)));
   EvalResult total;
   total.samples = counts[0];

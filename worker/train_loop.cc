@@ -128,7 +128,8 @@ Status Trainer::setup() {
   }
   if (!c_.data.val.empty()) SX_TRY(open_reader(c_.data.val, false, &val_reader_));
 
-  if (env_.is_root()) {
+  // mode=eval writes nothing into a run directory: the run it evaluates keeps its records.
+  if (env_.is_root() && training) {
     std::error_code ec;
     std::filesystem::create_directories(c_.run_dir, ec);
     if (ec) return Status::unavailable(c_.run_dir + ": cannot create the run directory: " + ec.message());
@@ -416,12 +417,17 @@ Status Trainer::eval_only() {
   for (const std::string& w : r.warnings) say("warning: " + w);
   say("evaluating " + r.path + " (step " + std::to_string(r.meta.step) + ") on " + c_.data.val);
   step_ = r.meta.step;
+  SX_TRY(check_finite_parameters(*net_).with_context("evaluating " + r.path));
   std::optional<EvalResult> ev;
-  SX_TRY(run_eval(r.meta.epoch, &ev));
-  if (env_.is_root() && ev)
-    std::printf("top1 %.4f\ntop5 %.4f\nloss %.6f\nsamples %lld\n", ev->top1_pct(), ev->top5_pct(), ev->loss(),
-                static_cast<long long>(ev->samples));
-  return Status::ok();
+  SX_TRY(run_eval(r.meta.epoch, &ev).with_context("evaluating " + r.path));
+  if (!env_.is_root() || !ev) return Status::ok();
+  std::printf("top1 %.4f\ntop5 %.4f\nloss %.6f\nsamples %lld\n", ev->top1_pct(), ev->top5_pct(), ev->loss(),
+              static_cast<long long>(ev->samples));
+  if (c_.eval.out.empty()) return Status::ok();
+  SX_ASSIGN_OR_RETURN(MetricsLog out, MetricsLog::open(c_.eval.out));
+  return out.write({{"kind", "eval"}, {"checkpoint", r.path}, {"step", r.meta.step}, {"epoch", r.meta.epoch},
+                    {"data", c_.data.val}, {"top1", ev->top1_pct()}, {"top5", ev->top5_pct()}, {"loss", ev->loss()},
+                    {"samples", ev->samples}});
 }
 
 }  // namespace
