@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <cstdio>
 
+#include "common/progress.h"
+
 namespace sx::dataplane {
 
 class Progress {
@@ -19,7 +21,7 @@ class Progress {
   void print(int64_t done, bool final_line);
   int64_t total_;
   bool interactive_;
-  std::FILE* out_;
+  ProgressLine line_;
   std::chrono::steady_clock::time_point start_, last_;
   int last_decile_ = 0;
 };

@@ -39,38 +39,4 @@ Status MetricsLog::write(const nlohmann::ordered_json& record) {
   return Status::ok();
 }
 
-std::string format_duration(double s) {
-  if (!std::isfinite(s) || s < 0) return "?";
-  const long t = std::lround(s);
-  char buf[32];
-  if (t >= 3600) std::snprintf(buf, sizeof buf, "%ldh%02ldm", t / 3600, (t / 60) % 60);
-  else if (t >= 60) std::snprintf(buf, sizeof buf, "%ldm%02lds", t / 60, t % 60);
-  else std::snprintf(buf, sizeof buf, "%lds", t);
-  return buf;
-}
-
-ProgressLine::ProgressLine(const std::string& mode, bool enabled) {
-  enabled_ = enabled && mode != "off";
-  redraw_ = mode == "auto" && isatty(STDERR_FILENO);
-}
-
-void ProgressLine::update(const std::string& text) {
-  if (!enabled_) return;
-  if (redraw_) {
-    std::fprintf(stderr, "\r\033[K%s", text.c_str());
-    dirty_ = true;
-  } else {
-    std::fprintf(stderr, "%s\n", text.c_str());
-  }
-  std::fflush(stderr);
-}
-
-void ProgressLine::message(const std::string& text) {
-  if (!enabled_) return;
-  if (dirty_) std::fprintf(stderr, "\r\033[K");
-  dirty_ = false;
-  std::fprintf(stderr, "%s\n", text.c_str());
-  std::fflush(stderr);
-}
-
 }  // namespace sx::worker

@@ -1,5 +1,5 @@
 // defines: sx::worker::MetricsLog (append-only JSON lines in the run directory, rank 0) and
-// ProgressLine (the live "epoch, step, loss, LR, img/s, ETA" line on rank 0), format_duration.
+// the names of the shared ProgressLine / format_duration (common/progress.h) it uses for the live line.
 //
 // metrics.jsonl records (one JSON object per line, "kind" first):
 //   {"kind":"train","step":S,"epoch":E.fraction,"loss":L,"lr":LR,"img_s":R,"time_s":T}
@@ -13,6 +13,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/progress.h"
 #include "common/status.h"
 
 namespace sx::worker {
@@ -34,21 +35,8 @@ class MetricsLog {
   std::string path_;
 };
 
-// "1h02m", "4m12s", "37s".
-std::string format_duration(double seconds);
-
-class ProgressLine {
- public:
-  // mode: "auto" (redraw when stderr is a terminal, else one line per update), "on" (one line per
-  // update), "off".
-  ProgressLine(const std::string& mode, bool enabled);
-  void update(const std::string& text);  // redraws or prints
-  void message(const std::string& text);  // a permanent line (ends a redrawn line first)
-
- private:
-  bool enabled_ = false;
-  bool redraw_ = false;
-  bool dirty_ = false;  // a redrawn line is on screen
-};
+// The live step line and format_duration: common/progress.h (shared with sx_prep).
+using sx::format_duration;
+using sx::ProgressLine;
 
 }  // namespace sx::worker
