@@ -117,8 +117,8 @@ int main(int argc, char** argv) {
   Target nt;
   std::string reason;
   int64_t notice_step = -1;
-  auto* stop_cmd = app.add_subcommand("stop", "tell the workers to checkpoint and stop");
-  auto* drain_cmd = app.add_subcommand("drain", "tell the workers to finish the epoch, checkpoint and stop");
+  auto* stop_cmd = app.add_subcommand("stop", "tell the workers to leave at the notice's step without a checkpoint (a relaunch resumes from the last one)");
+  auto* drain_cmd = app.add_subcommand("drain", "tell the workers to checkpoint at the notice's step and leave (a relaunch resumes there)");
   for (auto* c : {stop_cmd, drain_cmd}) {
     add_target(c, &nt);
     c->add_option("--reason", reason, "text shown in the workers' logs");
