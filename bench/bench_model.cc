@@ -13,6 +13,7 @@
 #include "bench/bench_util.h"
 #include "bench/subcommands.h"
 #include "model/backend.h"
+#include "model/cpu/isa.h"
 #include "model/network.h"
 #include "model/se_resnext.h"
 
@@ -31,6 +32,7 @@ struct ModelBenchOptions {
   float lr = 0.01f, momentum = 0.9f, weight_decay = 1e-4f;
   std::string only = "both";  // infer | train | both
   std::string bn = "auto";  // auto | onednn | fused: which BatchNorm implementation (A/B)
+  std::string isa = "auto";  // auto | avx512 | avx2 | generic: cap of the CPU instruction-set level
   bool params_only = false;
   bool json = false;
 };
@@ -70,8 +72,14 @@ Status run_model(const ModelBenchOptions& o) {
   const int infer_iters = o.only == "train" ? 0 : o.infer_iters < 0 ? o.iters : o.infer_iters;
   const int train_iters = o.only == "infer" ? 0 : o.iters;
 
+  // The cap goes to oneDNN too, before its first primitive, so both run at the same level.
+  model::CpuIsa max_isa = model::CpuIsa::kAvx512;
+  if (o.isa != "auto") {
+    SX_ASSIGN_OR_RETURN(max_isa, model::parse_cpu_isa(o.isa));
+    SX_TRY(model::cpu::cap_cpu_isa(max_isa));
+  }
   // Backend before network: the network keeps a reference to it.
-  std::unique_ptr<model::Backend> backend = model::make_cpu_backend({.threads = o.threads});
+  std::unique_ptr<model::Backend> backend = model::make_cpu_backend({.threads = o.threads, .max_cpu_isa = max_isa});
   model::NetworkOptions net_options;
   net_options.batch = o.batch;
   net_options.image_h = net_options.image_w = o.image;
@@ -133,6 +141,9 @@ Status run_model(const ModelBenchOptions& o) {
   nlohmann::json j = {
       {"peer", "sxtrain"},
       {"backend", backend->name()},
+      {"cpu", model::cpu::cpu_model_name()},
+      {"isa", model::cpu_isa_name(model::cpu::cpu_isa_available())},
+      {"onednn_isa", model::cpu_isa_name(model::cpu::cpu_isa_onednn())},
       {"arch", o.arch},
       {"params", params},
       {"batch", o.batch},
@@ -169,8 +180,9 @@ Status run_model(const ModelBenchOptions& o) {
     std::printf("%s\n", j.dump().c_str());
     return Status::ok();
   }
-  std::printf("sxtrain %s  %s  params %lld  batch %d  image %d  threads %d\n", backend->name().c_str(),
-              o.arch.c_str(), static_cast<long long>(params), o.batch, o.image, o.threads);
+  std::printf("sxtrain %s  %s  params %lld  batch %d  image %d  threads %d\n  on %s\n", backend->name().c_str(),
+              o.arch.c_str(), static_cast<long long>(params), o.batch, o.image, o.threads,
+              model::cpu::cpu_description().c_str());
   std::printf("  %-16s %10s %10s %10s %12s %10s\n", "", "median ms", "min ms", "img/s", "GFLOP/s", "others s");
   auto row = [&](const char* what, const Series& s, double gflop) {
     if (s.ms.empty()) return;
@@ -211,6 +223,10 @@ Subcommand add_model_command(CLI::App& parent) {
       ->capture_default_str();
   app->add_option("--only", o->only, "what to time: infer, train or both")->capture_default_str();
   app->add_option("--bn", o->bn, "batch norm implementation: auto, onednn or fused (A/B)")->capture_default_str();
+  app->add_option("--isa", o->isa,
+                  "highest CPU instruction-set level for our kernels and oneDNN's: auto, avx512, avx2 or generic "
+                  "(like ONEDNN_MAX_CPU_ISA, which also caps both)")
+      ->capture_default_str();
   app->add_flag("--params", o->params_only, "print only the parameter count of --arch (no backend) and exit");
   app->add_flag("--json", o->json,
                 "print one JSON object: params, forward_ms, train_step_ms (medians), infer_img_per_s, peak_rss_mb, "

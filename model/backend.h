@@ -24,6 +24,7 @@
 
 #include "common/status.h"
 #include "model/precision.h"
+#include "model/cpu_isa.h"
 #include "model/tensor.h"
 
 namespace sx::model {
@@ -299,6 +300,10 @@ class Backend {
 
 struct BackendOptions {
   int threads = 0;  // 0 = leave the runtime's default
+  // CPU: the highest instruction-set level of our own kernels (and of the activation layout); the
+  // backend runs at min(this, what the CPU has, what oneDNN may use — ONEDNN_MAX_CPU_ISA). Lower it
+  // to run the AVX2 or generic kernels on a bigger machine (tests, benchmarks).
+  CpuIsa max_cpu_isa = CpuIsa::kAvx512;
 };
 
 // The oneDNN CPU backend (model/cpu/).

@@ -19,6 +19,7 @@
 
 #include "model/backend.h"
 #include "tests/backend_test_util.h"
+#include "tests/isa_test_util.h"
 
 namespace sx::model {
 namespace {
@@ -29,6 +30,7 @@ struct Case {
   Layout layout;
   bool fuse_relu;
   BatchNormImpl impl = BatchNormImpl::kAuto;
+  CpuIsa isa = CpuIsa::kAvx512;  // the backend's level (oneDNN cases: the machine's, as kAvx512 is capped)
 };
 
 std::ostream& operator<<(std::ostream& os, const Case& c) { return os << c.name; }
@@ -113,9 +115,10 @@ class BatchNormTest : public ::testing::TestWithParam<Case> {};
 
 TEST_P(BatchNormTest, TrainEvalBackwardMatchReference) {
   const Case& p = GetParam();
+  if (p.impl == BatchNormImpl::kFused) SX_SKIP_UNLESS_RUNNABLE(p.isa);
   const Dims d = p.dims;
   const size_t nc = size_t(d.c);
-  auto be = make_cpu_backend({.threads = 2});
+  auto be = testing::make_backend_at(p.isa);
   BatchNormDesc desc{.dims = d, .layout = p.layout, .eps = 1e-5f, .fuse_relu = p.fuse_relu, .impl = p.impl, .reducer = {}};
   auto op_or = be->make_batch_norm(desc);
   ASSERT_TRUE(op_or.is_ok()) << op_or.status().to_string();
@@ -336,7 +339,8 @@ TEST_P(BatchNormTest, TrainEvalBackwardMatchReference) {
   EXPECT_EQ(download(*be, y.t), untouched) << "a deferred forward_eval wrote y";
 }
 
-// Every shape runs on both implementations: the fused kernels (default) and oneDNN's.
+// Every shape runs on both implementations: the fused kernels (default, at every instruction-set
+// level: their loops are built once per level) and oneDNN's.
 std::vector<Case> cases() {
   const std::vector<Case> shapes = {
       {"plain", {3, 6, 4, 5}, Layout::kNCHW, false},
@@ -345,18 +349,26 @@ std::vector<Case> cases() {
       {"blocked16_relu", {2, 32, 5, 3}, Layout::kNChw16c, true},
       {"blocked16_padded_relu", {2, 20, 3, 3}, Layout::kNChw16c, true},  // last block 4 of 16 lanes
       {"blocked8_relu", {3, 16, 3, 2}, Layout::kNChw8c, true},
+      {"blocked8", {2, 24, 5, 3}, Layout::kNChw8c, false},
+      {"blocked8_padded", {2, 20, 3, 3}, Layout::kNChw8c, false},  // last block 4 of 8 lanes
       {"nhwc_relu", {2, 24, 3, 3}, Layout::kNHWC, true},
       {"nhwc_odd", {2, 5, 3, 3}, Layout::kNHWC, false},                 // runtime block size
       {"parallel", {4, 32, 16, 16}, Layout::kNChw16c, false},  // above the OpenMP threshold (no kink-free channel with ReLU)
+      {"parallel8", {4, 32, 16, 16}, Layout::kNChw8c, false},
   };
   std::vector<Case> out;
-  for (BatchNormImpl impl : {BatchNormImpl::kFused, BatchNormImpl::kOneDnn}) {
+  for (Case c : shapes) {
+    c.impl = BatchNormImpl::kOneDnn;
+    c.name += "_onednn";
+    out.push_back(c);
+  }
+  for (CpuIsa isa : testing::all_isas())
     for (Case c : shapes) {
-      c.impl = impl;
-      c.name += impl == BatchNormImpl::kFused ? "_fused" : "_onednn";
+      c.impl = BatchNormImpl::kFused;
+      c.isa = isa;
+      c.name += std::string("_fused_") + cpu_isa_name(isa);
       out.push_back(c);
     }
-  }
   return out;
 }
 
@@ -498,18 +510,24 @@ TEST(SyncBatchNorm, ReducerErrorIsReturned) {
   EXPECT_FALSE(bad.is_ok());
 }
 
-TEST(BatchNormFused, LargeTensorStreamingStoresMatchReference) {
-  // 4 MiB output: the AVX-512 path writes y and dx with non-temporal stores.
-  auto be = make_cpu_backend({.threads = 2});
+class BatchNormFusedLevel : public ::testing::TestWithParam<CpuIsa> {};
+INSTANTIATE_TEST_SUITE_P(Levels, BatchNormFusedLevel, ::testing::ValuesIn(testing::all_isas()),
+                         [](const ::testing::TestParamInfo<CpuIsa>& info) { return cpu_isa_name(info.param); });
+
+TEST_P(BatchNormFusedLevel, LargeTensorStreamingStoresMatchReference) {
+  // 4 MiB output: the hand-written paths write y and dx with non-temporal stores.
+  SX_SKIP_UNLESS_RUNNABLE(GetParam());
+  auto be = testing::make_backend_at(GetParam());
+  const Layout L = testing::blocked_layout(GetParam());
   const Dims d{8, 32, 64, 64};
   const size_t nc = size_t(d.c);
   auto xh = random_vec(size_t(d.count()), 31, -1.f, 3.f), rh = random_vec(size_t(d.count()), 32, -1.f, 1.f);
   auto g = random_vec(nc, 33, 0.5f, 1.5f), b = random_vec(nc, 34, -0.5f, 0.5f);
-  auto x = make_tensor(*be, d, Layout::kNChw16c), y = make_tensor(*be, d, Layout::kNChw16c);
-  auto dy = make_tensor(*be, d, Layout::kNChw16c), dx = make_tensor(*be, d, Layout::kNChw16c);
+  auto x = make_tensor(*be, d, L), y = make_tensor(*be, d, L);
+  auto dy = make_tensor(*be, d, L), dx = make_tensor(*be, d, L);
   ASSERT_TRUE(be->upload_nchw(xh.data(), x.t).is_ok());
   ASSERT_TRUE(be->upload_nchw(rh.data(), dy.t).is_ok());
-  auto op = be->make_batch_norm({.dims = d, .layout = Layout::kNChw16c, .eps = 1e-5f, .fuse_relu = true,
+  auto op = be->make_batch_norm({.dims = d, .layout = L, .eps = 1e-5f, .fuse_relu = true,
                                  .impl = BatchNormImpl::kFused, .reducer = {}});
   ASSERT_TRUE(op.is_ok());
   std::vector<float> sm(nc), sv(nc), rm(nc, 0.f), rv(nc, 1.f), dg(nc), db(nc);
@@ -529,15 +547,17 @@ TEST(BatchNormFused, LargeTensorStreamingStoresMatchReference) {
   expect_close(db, db_ref, 1e-4, "dbeta");
 }
 
-TEST(BatchNormFused, LargeOffsetKeepsVarianceAccurate) {
+TEST_P(BatchNormFusedLevel, LargeOffsetKeepsVarianceAccurate) {
   // x = 1000 + U(-1, 1): E[x²] - E[x]² would lose everything in fp32; shifted double sums do not.
-  auto be = make_cpu_backend({.threads = 2});
+  SX_SKIP_UNLESS_RUNNABLE(GetParam());
+  auto be = testing::make_backend_at(GetParam());
+  const Layout L = testing::blocked_layout(GetParam());
   const Dims d{8, 16, 8, 8};
   auto xh = random_vec(size_t(d.count()), 21, -1.f, 1.f);
   for (float& v : xh) v += 1000.f;
-  auto x = make_tensor(*be, d, Layout::kNChw16c), y = make_tensor(*be, d, Layout::kNChw16c);
+  auto x = make_tensor(*be, d, L), y = make_tensor(*be, d, L);
   ASSERT_TRUE(be->upload_nchw(xh.data(), x.t).is_ok());
-  auto op = be->make_batch_norm({.dims = d, .layout = Layout::kNChw16c, .eps = 1e-5f, .fuse_relu = false,
+  auto op = be->make_batch_norm({.dims = d, .layout = L, .eps = 1e-5f, .fuse_relu = false,
                                  .impl = BatchNormImpl::kFused, .reducer = {}});
   ASSERT_TRUE(op.is_ok());
   Ref ref{d, {}, {}};

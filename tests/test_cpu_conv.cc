@@ -1,16 +1,21 @@
 // CPU ConvOp against a naive double-precision reference (forward, backward-data, backward-weights
-// over every element) and central finite differences of L = sum(y · r) at sampled points.
+// over every element) and central finite differences of L = sum(y · r) at sampled points, at every
+// instruction-set level (model/cpu/isa.h) this machine runs; plan assertions (no reorders, no slow
+// oneDNN implementation, the fused shortcut merge) are stated for the level oneDNN runs at.
 // N batch, C input channels, OC output channels, G groups, K kernel, S stride, P pad.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "model/backend.h"
 #include "tests/backend_test_util.h"
 #include "model/cpu/conv_plan.h"
+#include "model/cpu/isa.h"
+#include "tests/isa_test_util.h"
 
 namespace sx::model {
 namespace {
@@ -65,12 +70,15 @@ struct Ref {
 
 using testing::expect_close;
 
-class ConvTest : public ::testing::TestWithParam<Case> {};
+class ConvTest : public ::testing::TestWithParam<std::tuple<Case, CpuIsa>> {};
 
+// In the cases below, kNChw16c stands for the level's blocked layout (nChw8c below AVX-512).
 TEST_P(ConvTest, ForwardBackwardMatchReferenceAndFiniteDifferences) {
-  const Case& p = GetParam();
-  auto be = make_cpu_backend({.threads = 2});
-  ConvDesc d{.in = {p.n, p.c, p.h, p.w}, .in_layout = p.in_layout, .oc = p.oc, .kh = p.k, .kw = p.k,
+  const auto& [p, isa] = GetParam();
+  SX_SKIP_UNLESS_RUNNABLE(isa);
+  auto be = testing::make_backend_at(isa);
+  const Layout in_layout = p.in_layout == Layout::kNChw16c ? testing::blocked_layout(isa) : p.in_layout;
+  ConvDesc d{.in = {p.n, p.c, p.h, p.w}, .in_layout = in_layout, .oc = p.oc, .kh = p.k, .kw = p.k,
              .stride = p.stride, .pad = p.pad, .groups = p.groups};
   auto op_or = be->make_conv(d);
   ASSERT_TRUE(op_or.is_ok()) << op_or.status().to_string();
@@ -84,10 +92,10 @@ TEST_P(ConvTest, ForwardBackwardMatchReferenceAndFiniteDifferences) {
   auto wh = random_vec(wcount, 2, 1.f / std::sqrt(float(ref.cpg * p.k * p.k)));
   auto rh = random_vec(size_t(op->out_dims().count()), 3);  // dL/dy for L = sum(y · r)
 
-  auto x = make_tensor(*be, d.in, p.in_layout);
+  auto x = make_tensor(*be, d.in, in_layout);
   auto y = make_tensor(*be, op->out_dims(), op->out_layout());
   auto dy = make_tensor(*be, op->out_dims(), op->out_layout());
-  auto dx = make_tensor(*be, d.in, p.in_layout);
+  auto dx = make_tensor(*be, d.in, in_layout);
   Buffer wbuf = be->allocate(wcount * sizeof(float)), dwbuf = be->allocate(wcount * sizeof(float));
   float* w = static_cast<float*>(wbuf.get());
   float* dw = static_cast<float*>(dwbuf.get());
@@ -108,21 +116,22 @@ TEST_P(ConvTest, ForwardBackwardMatchReferenceAndFiniteDifferences) {
   expect_close(download(*be, dx.t), dx_ref, 1e-4, "dx");
 
   // backward_data_accumulate (1x1 convs: the projection shortcut) adds dx to what is there.
-  if (p.k == 1 && p.pad == 0 && p.groups == 1 && p.in_layout == Layout::kNChw16c) {
-    EXPECT_TRUE(op->accumulates_data()) << "1x1 conv on nChw16c should fuse the shortcut gradient merge";
+  if (p.k == 1 && p.pad == 0 && p.groups == 1 && p.in_layout == Layout::kNChw16c && isa == cpu::cpu_isa_onednn()) {
+    EXPECT_TRUE(op->accumulates_data()) << "1x1 conv on " << layout_name(in_layout)
+                                        << " should fuse the shortcut gradient merge at " << cpu_isa_name(isa);
   }
   if (op->accumulates_data()) {
     auto base = random_vec(xh.size(), 4);
-    auto dx_sum = make_tensor(*be, d.in, p.in_layout);
+    auto dx_sum = make_tensor(*be, d.in, in_layout);
     ASSERT_TRUE(be->upload_nchw(base.data(), dx_sum.t).is_ok());
     std::vector<double> sum_ref(xh.size());
     for (size_t i = 0; i < xh.size(); ++i) sum_ref[i] = base[i] + dx_ref[i];
     ASSERT_TRUE(op->backward_data_accumulate(dy.t, w, dx_sum.t).is_ok());
     expect_close(download(*be, dx_sum.t), sum_ref, 1e-4, "dx accumulated");
     // Padding lanes of a blocked layout stay 0.
-    const int64_t cpad = padded_channels(p.c, p.in_layout);
+    const int64_t cpad = padded_channels(p.c, in_layout);
     if (cpad != p.c) {
-      const int b = layout_channel_block(p.in_layout);
+      const int b = layout_channel_block(in_layout);
       const int64_t hw = int64_t(p.h) * p.w;
       for (int64_t i = 0; i < dx_sum.t.padded_count(); ++i) {
         const bool last_block = (i / (hw * b)) % (cpad / b) == cpad / b - 1;
@@ -169,7 +178,7 @@ TEST_P(ConvTest, ForwardBackwardMatchReferenceAndFiniteDifferences) {
 
 INSTANTIATE_TEST_SUITE_P(
     Shapes, ConvTest,
-    ::testing::Values(
+    ::testing::Combine(::testing::Values(
         // SE-ResNeXt shapes, scaled down spatially.
         Case{"grouped32x4_3x3", 2, 128, 8, 8, 128, 3, 1, 1, 32, Layout::kNChw16c},
         Case{"grouped32x4_3x3_stride2", 2, 128, 9, 9, 128, 3, 2, 1, 32, Layout::kNChw16c},
@@ -188,16 +197,24 @@ INSTANTIATE_TEST_SUITE_P(
         Case{"small_stem_1ch", 4, 1, 12, 12, 32, 3, 1, 1, 1, Layout::kNCHW},
         Case{"small_grouped8x4", 4, 32, 8, 8, 32, 3, 1, 1, 8, Layout::kNChw16c},
         Case{"small_grouped8x8_stride2", 4, 64, 8, 8, 64, 3, 2, 1, 8, Layout::kNChw16c}),
-    [](const ::testing::TestParamInfo<Case>& info) { return info.param.name; });
+                       ::testing::ValuesIn(testing::all_isas())),
+    [](const ::testing::TestParamInfo<std::tuple<Case, CpuIsa>>& info) {
+      return std::get<0>(info.param).name + "_" + cpu_isa_name(std::get<1>(info.param));
+    });
 
+// At the level oneDNN runs at (the default backend), a dense conv between two blocked layers runs on
+// the network's layouts: nChw16c with AVX-512, nChw8c with AVX2.
 TEST(ConvLayout, DenseConvBetweenBlockedLayersDoesNotReorder) {
   auto be = make_cpu_backend({.threads = 2});
-  ConvDesc d{.in = {2, 64, 8, 8}, .in_layout = Layout::kNChw16c, .oc = 128, .kh = 3, .kw = 3, .stride = 1, .pad = 1};
+  const Layout blocked = testing::blocked_layout(cpu::cpu_isa_available());
+  ConvDesc d{.in = {2, 64, 8, 8}, .in_layout = be->activation_layout(64), .oc = 128, .kh = 3, .kw = 3, .stride = 1,
+             .pad = 1};
+  ASSERT_EQ(d.in_layout, blocked);
   auto op = be->make_conv(d);
   ASSERT_TRUE(op.is_ok()) << op.status().to_string();
-  ASSERT_EQ((*op)->out_layout(), Layout::kNChw16c);
+  ASSERT_EQ((*op)->out_layout(), blocked);
   auto x = make_tensor(*be, d.in, d.in_layout);
-  auto y = make_tensor(*be, (*op)->out_dims(), Layout::kNChw16c);
+  auto y = make_tensor(*be, (*op)->out_dims(), blocked);
   auto dx = make_tensor(*be, d.in, d.in_layout);
   Buffer w = be->allocate(size_t(128) * 64 * 9 * sizeof(float)), dw = be->allocate(size_t(128) * 64 * 9 * sizeof(float));
   const int64_t before = be->reorder_count();
@@ -209,7 +226,7 @@ TEST(ConvLayout, DenseConvBetweenBlockedLayersDoesNotReorder) {
 
 TEST(ConvLayout, RejectsWrongTensorLayout) {
   auto be = make_cpu_backend({.threads = 2});
-  ConvDesc d{.in = {1, 16, 4, 4}, .in_layout = Layout::kNChw16c, .oc = 16};
+  ConvDesc d{.in = {1, 16, 4, 4}, .in_layout = be->activation_layout(16), .oc = 16};
   auto op = be->make_conv(d);
   ASSERT_TRUE(op.is_ok());
   auto x = make_tensor(*be, d.in, Layout::kNCHW);
@@ -218,12 +235,11 @@ TEST(ConvLayout, RejectsWrongTensorLayout) {
   EXPECT_FALSE((*op)->forward(x.t, static_cast<float*>(w.get()), y.t).is_ok());
 }
 
-// Every SE-ResNeXt-50 / small-model convolution (real sizes, batch 16) plans onto jit kernels:
-// oneDNN's ref:any and gemm paths are 10-100x slower. Planning only, nothing is executed.
+// Every SE-ResNeXt-50 / small-model convolution (real sizes, batch 16) plans onto jit kernels or our
+// direct grouped conv at the level oneDNN runs at: oneDNN's ref:any and gemm paths are 10-100x
+// slower. Planning only, nothing is executed.
 TEST(ConvPlan, RealShapesAvoidReferenceAndGemmImplementations) {
   auto be = make_cpu_backend({.threads = 2});
-  auto* cpu = dynamic_cast<cpu::CpuBackend*>(be.get());
-  ASSERT_NE(cpu, nullptr);
   struct S { int c, h, oc, k, stride, pad, groups; };
   const S shapes[] = {{3, 224, 64, 7, 2, 3, 1},     {64, 56, 128, 1, 1, 0, 1},    {128, 56, 128, 3, 1, 1, 32},
                       {128, 56, 256, 1, 1, 0, 1},   {256, 56, 256, 3, 2, 1, 32},  {256, 28, 256, 3, 1, 1, 32},
@@ -234,10 +250,13 @@ TEST(ConvPlan, RealShapesAvoidReferenceAndGemmImplementations) {
   for (const S& s : shapes) {
     ConvDesc d{.in = {16, s.c, s.h, s.h}, .in_layout = be->activation_layout(s.c), .oc = s.oc, .kh = s.k, .kw = s.k,
                .stride = s.stride, .pad = s.pad, .groups = s.groups};
-    auto op = cpu::make_cpu_conv_planned(*cpu, d, cpu::default_conv_plan(d));
+    auto op = be->make_conv(d);
     ASSERT_TRUE(op.is_ok()) << op.status().to_string();
-    std::string info = (*op)->impl_info();
-    if (s.c < 16) info = info.substr(0, info.find(" | ")) + info.substr(info.rfind(" | "));  // input grad unused
+    auto* conv = dynamic_cast<cpu::CpuConv*>(op->get());
+    ASSERT_NE(conv, nullptr);
+    std::string info = conv->impl_info();
+    const auto first = info.find(" | "), last = info.rfind(" | ");
+    if (s.c < 16 && first != std::string::npos) info = info.substr(0, first) + info.substr(last);  // input grad unused
     EXPECT_EQ(info.find("ref"), std::string::npos) << d.in.to_string() << " g" << s.groups << ": " << info;
     EXPECT_EQ(info.find("gemm"), std::string::npos) << d.in.to_string() << " g" << s.groups << ": " << info;
   }

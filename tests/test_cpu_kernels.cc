@@ -19,6 +19,7 @@
 
 #include "model/backend.h"
 #include "model/cpu/layout_view.h"
+#include "tests/isa_test_util.h"
 
 namespace sx::model {
 namespace {
@@ -34,6 +35,11 @@ struct DevTensor {
 class CpuKernels : public ::testing::Test {
  protected:
   void SetUp() override { backend_ = make_cpu_backend(); }
+  // The backend at an instruction-set level (our loops are built once per level), or a skip.
+  void use_level(CpuIsa isa) {
+    SX_SKIP_UNLESS_RUNNABLE(isa);
+    backend_ = testing::make_backend_at(isa);
+  }
 
   DevTensor make(const Dims& d, Layout layout) {
     DevTensor x;
@@ -161,36 +167,63 @@ Vec scale_add_relu_ref(const Vec& x, const Vec& s, const Vec& sc, const Dims& d)
   return out;
 }
 
+// A layout case at one instruction-set level: the hand-written paths run for whole blocks of the
+// level's width (16 lanes at avx512, 8 at avx2), the compiler's loops for everything else.
 struct LayoutCase {
   Dims dims;
   Layout layout;
+  CpuIsa isa = CpuIsa::kGeneric;
 };
-void PrintTo(const LayoutCase& c, std::ostream* os) { *os << c.dims.to_string() << " " << layout_name(c.layout); }
+void PrintTo(const LayoutCase& c, std::ostream* os) {
+  *os << c.dims.to_string() << " " << layout_name(c.layout) << " " << cpu_isa_name(c.isa);
+}
 
-class CpuKernelsLayout : public CpuKernels, public ::testing::WithParamInterface<LayoutCase> {};
+class CpuKernelsLayout : public CpuKernels, public ::testing::WithParamInterface<LayoutCase> {
+ protected:
+  void SetUp() override { use_level(GetParam().isa); }
+};
 
 std::string case_name(const ::testing::TestParamInfo<LayoutCase>& info) {
   const Dims& d = info.param.dims;
   return std::string(layout_name(info.param.layout)) + "_C" + std::to_string(d.c) + "_" + std::to_string(d.h) + "x" +
-         std::to_string(d.w);
+         std::to_string(d.w) + "_" + cpu_isa_name(info.param.isa);
 }
 
-INSTANTIATE_TEST_SUITE_P(Layouts, CpuKernelsLayout,
-                         ::testing::Values(LayoutCase{{2, 20, 3, 5}, Layout::kNCHW},      // C not a multiple of 16
-                                           LayoutCase{{2, 32, 4, 3}, Layout::kNChw16c},   // whole blocks
-                                           LayoutCase{{2, 20, 3, 5}, Layout::kNChw16c},   // padded last block
-                                           LayoutCase{{3, 12, 2, 3}, Layout::kNChw8c},    // padded last block
-                                           LayoutCase{{2, 20, 3, 5}, Layout::kNHWC},      // runtime block = C
-                                           LayoutCase{{2, 16, 2, 2}, Layout::kNHWC},      // nhwc seen as one 16c block
-                                           // Above the size where the loops go parallel:
-                                           LayoutCase{{4, 40, 16, 16}, Layout::kNCHW},
-                                           LayoutCase{{4, 40, 16, 16}, Layout::kNChw16c},
-                                           LayoutCase{{4, 40, 16, 16}, Layout::kNChw8c},
-                                           LayoutCase{{4, 40, 16, 16}, Layout::kNHWC}),
-                         case_name);
+std::vector<LayoutCase> layout_cases() {
+  const LayoutCase shapes[] = {{{2, 20, 3, 5}, Layout::kNCHW},      // C not a multiple of 16
+                               {{2, 32, 4, 3}, Layout::kNChw16c},   // whole blocks
+                               {{2, 32, 4, 3}, Layout::kNChw8c},    // whole blocks
+                               {{2, 20, 3, 5}, Layout::kNChw16c},   // padded last block
+                               {{3, 12, 2, 3}, Layout::kNChw8c},    // padded last block
+                               {{2, 20, 3, 5}, Layout::kNHWC},      // runtime block = C
+                               {{2, 16, 2, 2}, Layout::kNHWC},      // nhwc seen as one 16c block
+                               {{2, 8, 2, 2}, Layout::kNHWC},       // nhwc seen as one 8c block
+                               // Above the size where the loops go parallel:
+                               {{4, 40, 16, 16}, Layout::kNCHW},
+                               {{4, 40, 16, 16}, Layout::kNChw16c},
+                               {{4, 40, 16, 16}, Layout::kNChw8c},
+                               {{4, 40, 16, 16}, Layout::kNHWC}};
+  std::vector<LayoutCase> out;
+  for (CpuIsa isa : testing::all_isas())
+    for (LayoutCase c : shapes) {
+      c.isa = isa;
+      out.push_back(c);
+    }
+  return out;
+}
+
+INSTANTIATE_TEST_SUITE_P(Layouts, CpuKernelsLayout, ::testing::ValuesIn(layout_cases()), case_name);
+
+// Tests of the loops that take no activation layout, at each level.
+class CpuKernelsLevel : public CpuKernels, public ::testing::WithParamInterface<CpuIsa> {
+ protected:
+  void SetUp() override { use_level(GetParam()); }
+};
+INSTANTIATE_TEST_SUITE_P(Levels, CpuKernelsLevel, ::testing::ValuesIn(testing::all_isas()),
+                         [](const ::testing::TestParamInfo<CpuIsa>& info) { return cpu_isa_name(info.param); });
 
 TEST_P(CpuKernelsLayout, GlobalAvgPoolForwardMatchesReference) {
-  const auto [d, layout] = GetParam();
+  const auto [d, layout, isa] = GetParam();
   const Vec x = random(size_t(d.count()));
   DevTensor xt = make_from(x, d, layout);
   poison_padding(xt.t);
@@ -200,7 +233,7 @@ TEST_P(CpuKernelsLayout, GlobalAvgPoolForwardMatchesReference) {
 }
 
 TEST_P(CpuKernelsLayout, GlobalAvgPoolBackwardMatchesFiniteDifferences) {
-  const auto [d, layout] = GetParam();
+  const auto [d, layout, isa] = GetParam();
   const Vec x = random(size_t(d.count()));
   const Vec w = random(size_t(d.n) * d.c);  // L = Σ w · gap(x)
   auto loss = [&](const Vec& xv) {
@@ -218,7 +251,7 @@ TEST_P(CpuKernelsLayout, GlobalAvgPoolBackwardMatchesFiniteDifferences) {
 }
 
 TEST_P(CpuKernelsLayout, ScaleAddReluForwardMatchesReference) {
-  const auto [d, layout] = GetParam();
+  const auto [d, layout, isa] = GetParam();
   const Vec x = random(size_t(d.count())), sc = random(size_t(d.count()));
   const Vec s = random(size_t(d.n) * d.c, 0.0, 1.0);
   DevTensor xt = make_from(x, d, layout), sct = make_from(sc, d, layout), out = make(d, layout);
@@ -237,7 +270,7 @@ TEST_P(CpuKernelsLayout, ScaleAddReluForwardMatchesReference) {
 }
 
 TEST_P(CpuKernelsLayout, ScaleAddReluBackwardMatchesReference) {
-  const auto [d, layout] = GetParam();
+  const auto [d, layout, isa] = GetParam();
   const int64_t hw = int64_t(d.h) * d.w;
   const Vec x = random(size_t(d.count())), sc = random(size_t(d.count())), dout = random(size_t(d.count()));
   const Vec s = random(size_t(d.n) * d.c, 0.0, 1.0);
@@ -271,7 +304,7 @@ struct AffineRef {
 };
 
 TEST_P(CpuKernelsLayout, ScaleAddReluAppliesDeferredBatchNorms) {
-  const auto [d, layout] = GetParam();
+  const auto [d, layout, isa] = GetParam();
   const int64_t hw = int64_t(d.h) * d.w;
   const Vec x = random(size_t(d.count()), 1.0, 3.0), sc = random(size_t(d.count()), -2.0, 0.0),
             dout = random(size_t(d.count()));
@@ -321,7 +354,7 @@ TEST_P(CpuKernelsLayout, ScaleAddReluAppliesDeferredBatchNorms) {
 }
 
 TEST_P(CpuKernelsLayout, ScaleAddReluBackwardSumsMatchReference) {
-  const auto [d, layout] = GetParam();
+  const auto [d, layout, isa] = GetParam();
   const int64_t hw = int64_t(d.h) * d.w;
   const size_t c = size_t(d.c), planes = size_t(d.n) * c;
   const Vec x = random(size_t(d.count()), 1.0, 3.0), sc = random(size_t(d.count()), -2.0, 0.0),
@@ -372,7 +405,7 @@ TEST_P(CpuKernelsLayout, ScaleAddReluBackwardSumsMatchReference) {
 }
 
 TEST_P(CpuKernelsLayout, ScaleBackwardMatchesReference) {
-  const auto [d, layout] = GetParam();
+  const auto [d, layout, isa] = GetParam();
   const int64_t hw = int64_t(d.h) * d.w;
   const Vec dz = random(size_t(d.count()));
   const Vec s = random(size_t(d.n) * d.c, 0.0, 1.0), dmean = random(size_t(d.n) * d.c);
@@ -392,7 +425,7 @@ TEST_P(CpuKernelsLayout, ScaleBackwardMatchesReference) {
 }
 
 TEST_P(CpuKernelsLayout, AddIntoMatchesReference) {
-  const auto [d, layout] = GetParam();
+  const auto [d, layout, isa] = GetParam();
   const Vec a = random(size_t(d.count())), b = random(size_t(d.count()));
   DevTensor at = make_from(a, d, layout), bt = make_from(b, d, layout);
   ASSERT_TRUE(backend_->add_into(at.t, bt.t).is_ok());
@@ -406,7 +439,7 @@ TEST_P(CpuKernelsLayout, AddIntoMatchesReference) {
 //   m = gap(x); s = sigmoid(α[c]·m + β[c]); out = relu(x·s + shortcut); L = Σ w·out.
 // Forward against the double reference; dx, ds, dshortcut against finite differences of L.
 TEST_P(CpuKernelsLayout, SeBlockMergeGradientsMatchFiniteDifferences) {
-  const auto [d, layout] = GetParam();
+  const auto [d, layout, isa] = GetParam();
   const int64_t hw = int64_t(d.h) * d.w;
   const size_t nc = size_t(d.n) * d.c;
   const Vec x = random(size_t(d.count())), w = random(size_t(d.count()));
@@ -480,15 +513,16 @@ TEST_F(CpuKernels, LayoutMismatchIsInvalidArgument) {
   EXPECT_EQ(st.code(), StatusCode::kInvalidArgument) << st.to_string();
 }
 
-// A big blocked tensor exercises the threaded path and the 16-lane inner loops at a real shape.
-TEST_F(CpuKernels, ScaleAddReluAtStageShapeMatchesReference) {
+// A big blocked tensor exercises the threaded path and the level's inner loops at a real shape.
+TEST_P(CpuKernelsLevel, ScaleAddReluAtStageShapeMatchesReference) {
   const Dims d{2, 64, 28, 28};
+  const Layout L = testing::blocked_layout(GetParam());
   const int64_t hw = int64_t(d.h) * d.w;
   const Vec x = random(size_t(d.count())), sc = random(size_t(d.count())), dout = random(size_t(d.count()));
   const Vec s = random(size_t(d.n) * d.c, 0.0, 1.0);
-  DevTensor xt = make_from(x, d, Layout::kNChw16c), sct = make_from(sc, d, Layout::kNChw16c);
-  DevTensor out = make(d, Layout::kNChw16c), doutt = make_from(dout, d, Layout::kNChw16c);
-  DevTensor dsc = make(d, Layout::kNChw16c);
+  DevTensor xt = make_from(x, d, L), sct = make_from(sc, d, L);
+  DevTensor out = make(d, L), doutt = make_from(dout, d, L);
+  DevTensor dsc = make(d, L);
   DevArray sd = make_array(s), ds = make_array(Vec(s.size(), 0.0));
   ASSERT_TRUE(backend_->scale_add_relu_forward(xt.t, sd.p, sct.t, out.t).is_ok());
   const Vec out_ref = scale_add_relu_ref(x, s, sc, d);
@@ -501,7 +535,7 @@ TEST_F(CpuKernels, ScaleAddReluAtStageShapeMatchesReference) {
 
 // ---- 2-D element-wise -------------------------------------------------------------------------------------
 
-TEST_F(CpuKernels, ReluAndSigmoidForwardMatchReference) {
+TEST_P(CpuKernelsLevel, ReluAndSigmoidForwardMatchReference) {
   Vec x = random(1000, -10.0, 10.0);
   x.push_back(-200.0);  // sigmoid must saturate to 0 and 1, not NaN
   x.push_back(200.0);
@@ -519,7 +553,7 @@ TEST_F(CpuKernels, ReluAndSigmoidForwardMatchReference) {
   expect_near_all(read_array(y.p, n), sig_want, 1e-6, "sigmoid");
 }
 
-TEST_F(CpuKernels, ReluAndSigmoidBackwardMatchFiniteDifferences) {
+TEST_P(CpuKernelsLevel, ReluAndSigmoidBackwardMatchFiniteDifferences) {
   Vec x = random(300, -4.0, 4.0);
   for (double& v : x)
     if (std::abs(v) < 0.01) v = 0.5;  // away from the relu kink
@@ -665,7 +699,7 @@ struct SgdRef {
   }
 };
 
-TEST_F(CpuKernels, SgdStepMatchesPyTorchRule) {
+TEST_P(CpuKernelsLevel, SgdStepMatchesPyTorchRule) {
   const int64_t count = 50021;  // odd size: the static split leaves remainders
   // Two decayed segments with different weight decay, one without, and a gap [30000, 30021) no segment covers.
   const std::vector<SgdSegment> segs = {{0, 20000, 0.05f}, {20000, 10000, 0.f}, {30021, 20000, 1e-3f}};
@@ -688,7 +722,7 @@ TEST_F(CpuKernels, SgdStepMatchesPyTorchRule) {
 
 // grad_scale folds an allreduce's 1/world (and 1/A of accumulation) into the update: scaling the
 // gradient buffer by 1/6 beforehand and passing grad_scale = 1/6 must agree.
-TEST_F(CpuKernels, SgdStepAppliesGradScale) {
+TEST_P(CpuKernelsLevel, SgdStepAppliesGradScale) {
   const int64_t count = 4099;
   const std::vector<SgdSegment> segs = {{0, 3000, 5e-4f}, {3000, 1099, 0.f}};
   const float lr = 0.05f, m = 0.9f, scale = 1.f / 6.f;

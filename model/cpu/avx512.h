@@ -1,6 +1,7 @@
-// defines: the AVX-512 intrinsics include, with GCC 12's false positive silenced, and the fp32 →
-// double helpers our chunked sums share (batch_norm_fused.cc, kernels.cc): sums run in fp32 over a
-// chunk of pixels, then each 16-lane register is added into two 8-lane double registers.
+// defines: the intrinsics include, with GCC 12's false positive silenced, and the AVX-512 fp32 →
+// double helpers our chunked sums share (batch_norm_loops.cc, kernel_loops.cc): sums run in fp32
+// over a chunk of pixels, then each 16-lane register is added into two 8-lane double registers.
+// Include it after isa_begin.h (the helpers exist at the AVX-512 level, in its namespace).
 #pragma once
 
 // GCC 12 warns inside the header that _mm512_undefined_*() operands are uninitialised (a known
@@ -11,8 +12,8 @@
 #include <immintrin.h>
 #pragma GCC diagnostic pop
 
-#ifdef __AVX512F__
-namespace sx::model::cpu {
+#if SX_HAS_AVX512
+namespace sx::model::cpu::SX_ISA_NS {
 
 // Lanes 0-7 and 8-15 of v in double.
 inline __m512d lo_pd(__m512 v) { return _mm512_cvtps_pd(_mm512_castps512_ps256(v)); }
@@ -23,5 +24,5 @@ inline void store_pd(double* out, __m512d lo, __m512d hi) {
   _mm512_storeu_pd(out + 8, hi);
 }
 
-}  // namespace sx::model::cpu
+}  // namespace sx::model::cpu::SX_ISA_NS
 #endif

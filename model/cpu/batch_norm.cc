@@ -157,7 +157,7 @@ StatusOr<std::unique_ptr<BatchNormOp>> make_cpu_batch_norm(CpuBackend& backend, 
   SX_CHECK_ARG(desc.eps > 0.f, "batch norm: eps must be positive");
   // kAuto = fused: reducible (SyncBN), thread-count invariant, and ~1% faster per step than oneDNN's
   // on both the small model and SE-ResNeXt-50 (model/README.md).
-  if (desc.impl != BatchNormImpl::kOneDnn) return make_fused_batch_norm(desc);
+  if (desc.impl != BatchNormImpl::kOneDnn) return make_fused_batch_norm(desc, backend.isa());
   SX_CHECK_ARG(!desc.reducer, "batch norm: the oneDNN implementation has no SyncBN reducer; HINT: use impl kFused");
   auto op = std::make_unique<CpuBatchNormOp>(backend, desc);
   SX_TRY(op->init().with_context("batch norm " + desc.dims.to_string()));

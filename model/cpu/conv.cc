@@ -16,6 +16,8 @@
 #include "model/cpu/cpu_backend.h"
 #include "model/cpu/dnnl_util.h"
 #include "model/cpu/grouped_conv_direct.h"
+#include "model/cpu/isa.h"
+#include "model/cpu/kernels_isa.h"
 #include "model/cpu/layout_view.h"
 
 namespace sx::model::cpu {
@@ -87,25 +89,6 @@ memory::format_tag format_tag_of(ConvFormat f) {
 template <typename PD>
 bool is_slow_impl(const PD& pd) {
   return is_ref_impl(pd) || std::string(pd.impl_info_str()).find("gemm") != std::string::npos;
-}
-
-// dx[n, c, oh·S, ow·S] += t[n, c, oh, ow]: the input gradient of a strided 1x1 conv, which is zero
-// at every other pixel. t (N, C, OH, OW) and dx (N, C, H, W) share a layout.
-void add_strided(const LayoutView& t, int oh_n, int ow_n, const LayoutView& dx, int w, int s) {
-  const int B = t.b;
-#pragma omp parallel for collapse(2) schedule(static)
-  for (int n = 0; n < t.n; ++n)
-    for (int j = 0; j < t.cb; ++j) {
-      const float* tb = t.block(n, j);
-      float* db = dx.block(n, j);
-      for (int oh = 0; oh < oh_n; ++oh)
-        for (int ow = 0; ow < ow_n; ++ow) {
-          const float* a = tb + (int64_t(oh) * ow_n + ow) * B;
-          float* d = db + (int64_t(oh) * s * w + int64_t(ow) * s) * B;
-#pragma omp simd
-          for (int l = 0; l < B; ++l) d[l] += a[l];
-        }
-    }
 }
 
 class CpuConvOp final : public CpuConv {
@@ -245,7 +228,7 @@ class CpuConvOp final : public CpuConv {
       acc_.execute(be_.stream(), {{DNNL_ARG_SRC, acc_src_}, {DNNL_ARG_WEIGHTS, w_acc_.mem}, {DNNL_ARG_DST, acc_dst_}});
       if (d_.stride != 1) {
         const Tensor tt{Dims{d_.in.n, d_.in.c, out_.h, out_.w}, d_.in_layout, t};
-        add_strided(LayoutView::of(tt), out_.h, out_.w, LayoutView::of(dx), d_.in.w, d_.stride);
+        SX_ISA_CALL(be_.isa(), add_strided)(LayoutView::of(tt), out_.h, out_.w, LayoutView::of(dx), d_.in.w, d_.stride);
       }
     });
   }
@@ -325,13 +308,14 @@ class CpuConvOp final : public CpuConv {
 
 }  // namespace
 
-ConvPlan default_conv_plan(const ConvDesc& desc) {
-  const int cpg = desc.in.c / desc.groups, opg = desc.oc / desc.groups;
+ConvPlan default_conv_plan(const ConvDesc& desc, CpuIsa isa) {
+  const int cpg = desc.in.c / desc.groups, opg = desc.oc / desc.groups, block = cpu_isa_block(isa);
   ConvPlan plan;  // the network's layouts, no reorders
-  if (desc.groups == 1 || (cpg % 16 == 0 && opg % 16 == 0)) return plan;
-  // Groups narrower than a 16-channel block have no jit kernel on nChw16c (only ref:any), so these
-  // convolutions reorder to a format whose block fits the group (measured in /tmp/h1bench; see report).
-  if (cpg % 8 == 0 && opg % 8 == 0) {
+  if (desc.groups == 1 || (cpg % block == 0 && opg % block == 0)) return plan;
+  // Groups narrower than the channel block have no jit kernel on it (only ref:any), so these
+  // convolutions reorder to a format whose block fits the group. make_cpu_conv sends the common
+  // ones (3x3, 4 or 8 per group) to our direct kernel instead; this is the fallback.
+  if (block == 16 && cpg % 8 == 0 && opg % 8 == 0) {
     plan.fwd = plan.bwd_data = plan.bwd_weights = ConvFormat::kNChw8c;  // jit avx512 / avx512 / avx2
   } else {
     plan.fwd = plan.bwd_data = ConvFormat::kAny;  // nChw4c jit
@@ -354,13 +338,14 @@ StatusOr<std::unique_ptr<CpuConv>> make_cpu_conv_planned(CpuBackend& backend, co
 }
 
 StatusOr<std::unique_ptr<ConvOp>> make_cpu_conv(CpuBackend& backend, const ConvDesc& desc) {
-  // Narrow-group 3x3 convs (4 or 8 channels per group) on nChw16c: our direct AVX-512 op, no
-  // reorders; 1.2-3x faster than oneDNN's reorder path in /tmp/h13bench (16 per group: slower, not routed).
-  if (grouped_conv_direct_supports(desc) && (desc.in.c / desc.groups == 4 || desc.in.c / desc.groups == 8)) {
-    SX_ASSIGN_OR_RETURN(auto direct, make_grouped_conv_direct(desc));
+  // Narrow-group 3x3 convs (4 or 8 channels per group) on the level's blocked layout: our direct op,
+  // no reorders; on AVX-512 1.2-3x faster than oneDNN's reorder path (16 per group: slower, not routed).
+  const int cpg = desc.groups > 0 ? desc.in.c / desc.groups : 0;
+  if ((cpg == 4 || cpg == 8) && SX_ISA_CALL(backend.isa(), grouped_conv_direct_supports)(desc)) {
+    SX_ASSIGN_OR_RETURN(auto direct, SX_ISA_CALL(backend.isa(), make_grouped_conv_direct)(desc));
     return std::unique_ptr<ConvOp>(std::move(direct));
   }
-  SX_ASSIGN_OR_RETURN(auto op, make_cpu_conv_planned(backend, desc, default_conv_plan(desc)));
+  SX_ASSIGN_OR_RETURN(auto op, make_cpu_conv_planned(backend, desc, default_conv_plan(desc, backend.isa())));
   return std::unique_ptr<ConvOp>(std::move(op));
 }
 

@@ -32,8 +32,8 @@ class CpuConv : public ConvOp {
   virtual std::string impl_info() const = 0;
 };
 
-// The plan make_cpu_conv uses for a shape.
-ConvPlan default_conv_plan(const ConvDesc& desc);
+// The plan make_cpu_conv uses for a shape at an instruction-set level (its channel block).
+ConvPlan default_conv_plan(const ConvDesc& desc, CpuIsa isa);
 StatusOr<std::unique_ptr<CpuConv>> make_cpu_conv_planned(CpuBackend& backend, const ConvDesc& desc,
                                                          const ConvPlan& plan);
 

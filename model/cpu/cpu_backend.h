@@ -18,6 +18,8 @@ class CpuBackend final : public Backend {
   explicit CpuBackend(const BackendOptions& options);
 
   std::string name() const override { return "cpu-onednn"; }
+  // The instruction-set level of our kernels and of the activation layout (isa.h).
+  CpuIsa isa() const { return isa_; }
   bool is_device() const override { return false; }
 
   Buffer allocate(size_t bytes) override;
@@ -75,6 +77,7 @@ class CpuBackend final : public Backend {
   static constexpr int kScratchSlots = 2;
 
  private:
+  CpuIsa isa_;
   dnnl::engine engine_;
   dnnl::stream stream_;
   std::atomic<int64_t> reorders_{0};
@@ -91,7 +94,7 @@ std::optional<Layout> layout_of(const dnnl::memory::desc& md, const Dims& dims);
 StatusOr<std::unique_ptr<ConvOp>> make_cpu_conv(CpuBackend& backend, const ConvDesc& desc);
 StatusOr<std::unique_ptr<BatchNormOp>> make_cpu_batch_norm(CpuBackend& backend, const BatchNormDesc& desc);
 // Our fused kernels (batch_norm_fused.cc); make_cpu_batch_norm picks it or oneDNN's by desc.impl.
-StatusOr<std::unique_ptr<BatchNormOp>> make_fused_batch_norm(const BatchNormDesc& desc);
+StatusOr<std::unique_ptr<BatchNormOp>> make_fused_batch_norm(const BatchNormDesc& desc, CpuIsa isa);
 // Both BN implementations: t has the desc's dims and layout and memory, or an error naming `what`.
 Status check_bn_tensor(const BatchNormDesc& desc, const Tensor& t, const char* what);
 StatusOr<std::unique_ptr<PoolOp>> make_cpu_pool(CpuBackend& backend, const PoolDesc& desc);

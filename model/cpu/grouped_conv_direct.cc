@@ -1,6 +1,8 @@
-// Direct AVX-512 grouped 3x3 convolution on nChw16c for 4, 8 or 16 channels per group.
-// N batch, C = OC channels, GS channels per group, CB = C/16 channel blocks, H/W input and
-// OH/OW output size, S stride (1 or 2), pad 1.
+// Direct grouped 3x3 convolution on blocked layouts, one vector register of channels per block:
+// AVX-512 on nChw16c (4, 8 or 16 channels per group) and AVX2 on nChw8c (4 or 8), compiled once per
+// instruction-set level (isa_begin.h; the generic level has none). L lanes per vector (16 or 8).
+// N batch, C = OC channels, GS channels per group, CB = C/L channel blocks, H/W input and OH/OW
+// output size, S stride (1 or 2), pad 1.
 //
 // All three passes share one scheme: rot_r, the lane permute that rotates each group of GS
 // lanes by r (lane l takes channel (l/GS)·GS + (l % GS + r) % GS), lines up input channel
@@ -13,7 +15,7 @@
 // accumulators per output pixel, one rotation each at the end); stride-2 backward-data and
 // backward-weights load each input (dy) pixel of a row once and rotate it GS - 1 times in
 // registers (r = 0 is free), each rotation feeding the 3 kw taps; backward-weights keeps the
-// 3 kw × 4 rotations of one kh in registers across a row. Each output element is
+// 3 kw × R rotations of one kh in registers across a row (R = 4 with 32 registers, 2 with 16). Each output element is
 // written by one task in a fixed order, and backward-weights sums per-(n, cb) partials over n in
 // order, so the results do not depend on the thread count.
 #include "model/cpu/grouped_conv_direct.h"
@@ -25,31 +27,58 @@
 #include <string>
 #include <utility>
 
-#ifdef __AVX512F__
-#include <immintrin.h>
-#endif
+#include "model/cpu/kernels_isa.h"
 
-namespace sx::model::cpu {
+#include "model/cpu/isa_begin.h"
+#include "model/cpu/avx512.h"  // after isa_begin.h: the intrinsics
 
-bool grouped_conv_direct_supports(const ConvDesc& d) {
-#ifdef __AVX512F__
-  if (d.groups <= 0 || d.in.c % 16 != 0 || d.oc != d.in.c || d.in.c % d.groups != 0) return false;
-  const int gs = d.in.c / d.groups;
-  return d.in_layout == Layout::kNChw16c && d.kh == 3 && d.kw == 3 && d.pad == 1 &&
-         (d.stride == 1 || d.stride == 2) && (gs == 4 || gs == 8 || gs == 16) && d.in.n > 0 && d.in.h > 0 &&
-         d.in.w > 0;
-#else
-  (void)d;
-  return false;
-#endif
-}
+namespace sx::model::cpu::SX_ISA_NS {
 
-#ifdef __AVX512F__
+#if SX_HAS_AVX2
 namespace {
 
-constexpr int kLanes = 16;
-constexpr int kMaxOwb = 14;   // dx pixels per conv_row_scatter2 block: 14 accumulators
-constexpr int kRowBlock = 8;  // output rows (dx rows for backward-data) per task
+// One vector of L floats and the handful of operations the kernels use.
+#if SX_HAS_AVX512
+struct Vec {
+  static constexpr int kLanes = 16, kRegs = 32;
+  static constexpr Layout kLayout = Layout::kNChw16c;
+  static constexpr const char* kName = "direct_avx512_grouped";
+  using V = __m512;
+  using I = __m512i;
+  static V zero() { return _mm512_setzero_ps(); }
+  static V load(const float* p) { return _mm512_loadu_ps(p); }
+  static V load_aligned(const float* p) { return _mm512_load_ps(p); }
+  static void store(float* p, V v) { _mm512_storeu_ps(p, v); }
+  static void store_aligned(float* p, V v) { _mm512_store_ps(p, v); }
+  static V fmadd(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+  static V add(V a, V b) { return _mm512_add_ps(a, b); }
+  static I index(const int* idx) { return _mm512_load_si512(idx); }
+  // The masked form: the plain one's undefined pass-through trips GCC 12's -Wuninitialized.
+  static V permute(I idx, V v) { return _mm512_maskz_permutexvar_ps(__mmask16(0xFFFF), idx, v); }
+};
+#else
+struct Vec {
+  static constexpr int kLanes = 8, kRegs = 16;
+  static constexpr Layout kLayout = Layout::kNChw8c;
+  static constexpr const char* kName = "direct_avx2_grouped";
+  using V = __m256;
+  using I = __m256i;
+  static V zero() { return _mm256_setzero_ps(); }
+  static V load(const float* p) { return _mm256_loadu_ps(p); }
+  static V load_aligned(const float* p) { return _mm256_load_ps(p); }
+  static void store(float* p, V v) { _mm256_storeu_ps(p, v); }
+  static void store_aligned(float* p, V v) { _mm256_store_ps(p, v); }
+  static V fmadd(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
+  static V add(V a, V b) { return _mm256_add_ps(a, b); }
+  static I index(const int* idx) { return _mm256_load_si256(reinterpret_cast<const __m256i*>(idx)); }
+  static V permute(I idx, V v) { return _mm256_permutevar8x32_ps(v, idx); }
+};
+#endif
+
+constexpr int kLanes = Vec::kLanes;
+constexpr int kMaxOwb = Vec::kRegs == 32 ? 14 : 6;  // dx pixels per conv_row_scatter2 block (accumulators)
+constexpr int kDwRot = Vec::kRegs == 32 ? 4 : 2;    // rotations per dw_row_rot pass: 3·kDwRot accumulators
+constexpr int kRowBlock = 8;                        // output rows (dx rows for backward-data) per task
 
 // 64-byte aligned float scratch; grows, never shrinks.
 class AlignedBuf {
@@ -85,20 +114,20 @@ void for_each_block(int n, F f, int max_block = kMaxOwb) {
 // Lane l selects lane (l/GS)·GS + (l % GS + r) % GS: the group rotated by r (r = 0 is the
 // identity, so a pixel needs GS - 1 permutes, not GS).
 template <int GS>
-__m512i rot_index(int r) {
+Vec::I rot_index(int r) {
   alignas(64) int idx[kLanes];
   for (int l = 0; l < kLanes; ++l) idx[l] = l / GS * GS + (l % GS + r) % GS;
-  return _mm512_load_si512(idx);
+  return Vec::index(idx);
 }
 
 using RotFn = void (*)(const float* const*, int, int, const float*, float*, int);
 
-// Output pixels per block of conv_row_outrot: GS accumulators each, 24 of the 32 registers.
+// Output pixels per block of conv_row_outrot: GS accumulators each, 3/4 of the registers.
 template <int GS>
-constexpr int kOutRotOwb = GS >= 24 ? 1 : 24 / GS;
+constexpr int kOutRotOwb = GS >= Vec::kRegs * 3 / 4 ? 1 : Vec::kRegs * 3 / 4 / GS;
 
 // out[o·out_step] = Σ_kh Σ_kw Σ_r rot_r(rows[kh][(start + o)·S - 1 + kw]) · P[kh, kw, r] for o < OWB,
-// rows[kh] an input row (W, 16) or null (outside the image), P (3, 3, GS, 16) packed by rotation
+// rows[kh] an input row (W, L) or null (outside the image), P (3, 3, GS, L) packed by rotation
 // (pack_weights_rot). The permutes are moved to the outputs: rot_r(x) · P_r = rot_r(x · rot_r^-1(P_r)),
 // so acc[o][r] += x · wo[kh, kw, r] with unpermuted input pixels and out[o] = Σ_r rot_r(acc[o][r]):
 // GS - 1 permutes per output pixel rather than per input pixel and kh (stride 2 reads twice the
@@ -106,37 +135,37 @@ constexpr int kOutRotOwb = GS >= 24 ? 1 : 24 / GS;
 // wo = P with entry r's lanes moved by rot_r^-1 (pack_out_rot); weights come from L1.
 template <int GS, int S, int OWB>
 void conv_row_outrot(const float* const* rows, int w, int start, const float* wo, float* out, int out_step) {
-  __m512 acc[OWB][GS];
+  Vec::V acc[OWB][GS];
 #pragma GCC unroll 16
   for (int o = 0; o < OWB; ++o)
 #pragma GCC unroll 16
-    for (int r = 0; r < GS; ++r) acc[o][r] = _mm512_setzero_ps();
+    for (int r = 0; r < GS; ++r) acc[o][r] = Vec::zero();
   for (int kh = 0; kh < 3; ++kh) {
     const float* row = rows[kh];
     if (row == nullptr) continue;
     const float* wk = wo + kh * 3 * GS * kLanes;
 #pragma GCC unroll 3
     for (int kw = 0; kw < 3; ++kw) {
-      __m512 xv[OWB];
+      Vec::V xv[OWB];
 #pragma GCC unroll 16
       for (int o = 0; o < OWB; ++o) {
         const int ic = (start + o) * S - 1 + kw;
-        xv[o] = ic >= 0 && ic < w ? _mm512_loadu_ps(row + int64_t(ic) * kLanes) : _mm512_setzero_ps();
+        xv[o] = ic >= 0 && ic < w ? Vec::load(row + int64_t(ic) * kLanes) : Vec::zero();
       }
 #pragma GCC unroll 16
       for (int r = 0; r < GS; ++r) {
-        const __m512 wv = _mm512_load_ps(wk + (kw * GS + r) * kLanes);
+        const Vec::V wv = Vec::load_aligned(wk + (kw * GS + r) * kLanes);
 #pragma GCC unroll 16
-        for (int o = 0; o < OWB; ++o) acc[o][r] = _mm512_fmadd_ps(xv[o], wv, acc[o][r]);
+        for (int o = 0; o < OWB; ++o) acc[o][r] = Vec::fmadd(xv[o], wv, acc[o][r]);
       }
     }
   }
 #pragma GCC unroll 16
   for (int o = 0; o < OWB; ++o) {
-    __m512 y = acc[o][0];
+    Vec::V y = acc[o][0];
 #pragma GCC unroll 16
-    for (int r = 1; r < GS; ++r) y = _mm512_add_ps(y, _mm512_maskz_permutexvar_ps(__mmask16(0xFFFF), rot_index<GS>(r), acc[o][r]));
-    _mm512_storeu_ps(out + int64_t(o) * out_step, y);
+    for (int r = 1; r < GS; ++r) y = Vec::add(y, Vec::permute(rot_index<GS>(r), acc[o][r]));
+    Vec::store(out + int64_t(o) * out_step, y);
   }
 }
 
@@ -158,11 +187,11 @@ RotFn outrot_fn(int s, int count) {
 // the accumulator indices are compile-time. Each dy pixel is loaded and rotated once per row.
 template <int GS, int P, int OWB>
 void conv_row_scatter2(const float* const* rows, int ow_n, int iw0, const float* wt, float* out, int out_step) {
-  __m512i idx[GS];
+  Vec::I idx[GS];
   for (int r = 0; r < GS; ++r) idx[r] = rot_index<GS>(r);
-  __m512 acc[OWB];
+  Vec::V acc[OWB];
 #pragma GCC unroll 16
-  for (int o = 0; o < OWB; ++o) acc[o] = _mm512_setzero_ps();
+  for (int o = 0; o < OWB; ++o) acc[o] = Vec::zero();
   const int ow0 = (iw0 + 1 - P) / 2;  // o = 2·(ow - ow0) + kw - P
   for (int kh = 0; kh < 3; ++kh) {
     const float* row = rows[kh];
@@ -172,21 +201,21 @@ void conv_row_scatter2(const float* const* rows, int ow_n, int iw0, const float*
     for (int m = -1; m <= (OWB + 1) / 2; ++m) {
       const int ow = ow0 + m;
       if (ow < 0 || ow >= ow_n) continue;
-      const __m512 v = _mm512_loadu_ps(row + int64_t(ow) * kLanes);
+      const Vec::V v = Vec::load(row + int64_t(ow) * kLanes);
 #pragma GCC unroll 16
       for (int r = 0; r < GS; ++r) {
-        const __m512 p = r == 0 ? v : _mm512_maskz_permutexvar_ps(__mmask16(0xFFFF), idx[r], v);
+        const Vec::V p = r == 0 ? v : Vec::permute(idx[r], v);
 #pragma GCC unroll 3
         for (int kw = 0; kw < 3; ++kw) {
           const int o = 2 * m + kw - P;
           if (o < 0 || o >= OWB) continue;
-          acc[o] = _mm512_fmadd_ps(p, _mm512_load_ps(wk + ((2 - kw) * GS + r) * kLanes), acc[o]);
+          acc[o] = Vec::fmadd(p, Vec::load_aligned(wk + ((2 - kw) * GS + r) * kLanes), acc[o]);
         }
       }
     }
   }
 #pragma GCC unroll 16
-  for (int o = 0; o < OWB; ++o) _mm512_storeu_ps(out + int64_t(o) * out_step, acc[o]);
+  for (int o = 0; o < OWB; ++o) Vec::store(out + int64_t(o) * out_step, acc[o]);
 }
 
 template <int GS, int P, size_t... I>
@@ -201,31 +230,31 @@ RotFn scatter_fn(int p, int count) {
   return (p == 0 ? t0 : t1)[count - 1];
 }
 
-// Rotations [R0, R0 + 4) of one input pixel v into acc[kw][r - R0] += rot_r(v) · dy[kw] for the
-// taps Kk that hit an output pixel (dy[kw] is that pixel's dy vector).
+// Rotations [R0, R0 + kDwRot) of one input pixel v into acc[kw][r - R0] += rot_r(v) · dy[kw] for
+// the taps Kk that hit an output pixel (dy[kw] is that pixel's dy vector).
 template <int GS, int R0, bool K0, bool K1, bool K2>
-__attribute__((always_inline)) inline void dw_pixel(const __m512i* idx, __m512 v, const float* const* dyp,
-                                                    __m512 (&acc)[3][4]) {
+__attribute__((always_inline)) inline void dw_pixel(const Vec::I* idx, Vec::V v, const float* const* dyp,
+                                                    Vec::V (&acc)[3][kDwRot]) {
 #pragma GCC unroll 4
-  for (int r = 0; r < 4; ++r) {
-    const __m512 p = R0 + r == 0 ? v : _mm512_maskz_permutexvar_ps(__mmask16(0xFFFF), idx[r], v);
-    if (K0) acc[0][r] = _mm512_fmadd_ps(p, _mm512_loadu_ps(dyp[0]), acc[0][r]);
-    if (K1) acc[1][r] = _mm512_fmadd_ps(p, _mm512_loadu_ps(dyp[1]), acc[1][r]);
-    if (K2) acc[2][r] = _mm512_fmadd_ps(p, _mm512_loadu_ps(dyp[2]), acc[2][r]);
+  for (int r = 0; r < kDwRot; ++r) {
+    const Vec::V p = R0 + r == 0 ? v : Vec::permute(idx[r], v);
+    if (K0) acc[0][r] = Vec::fmadd(p, Vec::load(dyp[0]), acc[0][r]);
+    if (K1) acc[1][r] = Vec::fmadd(p, Vec::load(dyp[1]), acc[1][r]);
+    if (K2) acc[2][r] = Vec::fmadd(p, Vec::load(dyp[2]), acc[2][r]);
   }
 }
 
-// part[kw][r] += Σ_ow dy[ow] · rot_r(xrow[ow·S - 1 + kw]) for r in [R0, R0 + 4); part (3, GS, 16)
-// is one kh. Walks the input pixels so each is loaded once and rotated in registers; 12
-// independent sums hide the FMA latency.
+// part[kw][r] += Σ_ow dy[ow] · rot_r(xrow[ow·S - 1 + kw]) for r in [R0, R0 + kDwRot); part
+// (3, GS, L) is one kh. Walks the input pixels so each is loaded once and rotated in registers;
+// 3·kDwRot independent sums hide the FMA latency.
 template <int GS, int S, int R0>
 void dw_row_rot(const float* xrow, const float* dy, int w, int ow_n, float* part) {
-  __m512i idx[4];
-  for (int r = 0; r < 4; ++r) idx[r] = rot_index<GS>(R0 + r);
-  __m512 acc[3][4];
+  Vec::I idx[kDwRot];
+  for (int r = 0; r < kDwRot; ++r) idx[r] = rot_index<GS>(R0 + r);
+  Vec::V acc[3][kDwRot];
   for (int k = 0; k < 3; ++k)
-    for (int r = 0; r < 4; ++r) acc[k][r] = _mm512_setzero_ps();
-  auto x = [&](int ic) { return _mm512_loadu_ps(xrow + int64_t(ic) * kLanes); };
+    for (int r = 0; r < kDwRot; ++r) acc[k][r] = Vec::zero();
+  auto x = [&](int ic) { return Vec::load(xrow + int64_t(ic) * kLanes); };
   auto d = [&](int ow) { return dy + int64_t(ow) * kLanes; };  // may point outside: only used when valid
   if constexpr (S == 1) {  // pixel ic feeds ow = ic + 1 - kw
     if (w == 1) {
@@ -254,16 +283,16 @@ void dw_row_rot(const float* xrow, const float* dy, int w, int ow_n, float* part
     }
   }
   for (int k = 0; k < 3; ++k)
-    for (int r = 0; r < 4; ++r) {
+    for (int r = 0; r < kDwRot; ++r) {
       float* q = part + (k * GS + R0 + r) * kLanes;
-      _mm512_store_ps(q, _mm512_add_ps(_mm512_load_ps(q), acc[k][r]));
+      Vec::store_aligned(q, Vec::add(Vec::load_aligned(q), acc[k][r]));
     }
 }
 
 template <int GS, int S, int... R0>
 void dw_row_rot_all(const float* xrow, const float* dy, int w, int ow_n, float* part,
                     std::integer_sequence<int, R0...>) {
-  (dw_row_rot<GS, S, R0 * 4>(xrow, dy, w, ow_n, part), ...);
+  (dw_row_rot<GS, S, R0 * kDwRot>(xrow, dy, w, ow_n, part), ...);
 }
 
 template <int GS>
@@ -274,8 +303,8 @@ class GroupedConvDirect final : public CpuConv {
         ow_((d.in.w - 1) / d.stride + 1), cb_(d.in.c / kLanes), out_{d.in.n, d.oc, oh_, ow_} {}
 
   Dims out_dims() const override { return out_; }
-  Layout out_layout() const override { return Layout::kNChw16c; }
-  std::string impl_info() const override { return "direct_avx512_grouped:gs" + std::to_string(GS); }
+  Layout out_layout() const override { return Vec::kLayout; }
+  std::string impl_info() const override { return std::string(Vec::kName) + ":gs" + std::to_string(GS); }
 
   Status forward(const Tensor& x, const float* w, const Tensor& y) override {
     SX_TRY(check(x, d_.in, "grouped conv forward x"));
@@ -288,8 +317,8 @@ class GroupedConvDirect final : public CpuConv {
     for (int64_t ncb = 0; ncb < tasks; ++ncb)  // n·CB + cb
       for (int rb = 0; rb < nrb; ++rb) {
         const int cb = int(ncb % cb_);
-        const float* src = x.data + ncb * h_ * w_ * kLanes;  // (H, W, 16)
-        float* dst = y.data + ncb * oh_ * ow_ * kLanes;      // (OH, OW, 16)
+        const float* src = x.data + ncb * h_ * w_ * kLanes;  // (H, W, L)
+        float* dst = y.data + ncb * oh_ * ow_ * kLanes;      // (OH, OW, L)
         const float* wt = wf + int64_t(cb) * 9 * GS * kLanes;
         for (int oh = rb * kRowBlock; oh < std::min(oh_, (rb + 1) * kRowBlock); ++oh) {
           const float* rows[3];
@@ -317,7 +346,7 @@ class GroupedConvDirect final : public CpuConv {
     SX_TRY(check(dy, out_, "grouped conv backward_weights dy"));
     SX_CHECK_ARG(dw != nullptr, "grouped conv backward_weights: null dw");
     const int n_img = d_.in.n;
-    const int64_t part_floats = 9 * GS * kLanes;  // (3, 3, GS, 16) per (n, cb)
+    const int64_t part_floats = 9 * GS * kLanes;  // (3, 3, GS, L) per (n, cb)
     float* parts = parts_.get(size_t(n_img) * cb_ * part_floats);
 #pragma omp parallel for schedule(static)
     for (int64_t ncb = 0; ncb < int64_t(n_img) * cb_; ++ncb) {
@@ -333,12 +362,12 @@ class GroupedConvDirect final : public CpuConv {
           const float* dyrow = dys + int64_t(oh) * ow_ * kLanes;
           float* pk = part + kh * 3 * GS * kLanes;
           if (s_ == 1)
-            dw_row_rot_all<GS, 1>(xrow, dyrow, w_, ow_, pk, std::make_integer_sequence<int, GS / 4>());
+            dw_row_rot_all<GS, 1>(xrow, dyrow, w_, ow_, pk, std::make_integer_sequence<int, GS / kDwRot>());
           else
-            dw_row_rot_all<GS, 2>(xrow, dyrow, w_, ow_, pk, std::make_integer_sequence<int, GS / 4>());
+            dw_row_rot_all<GS, 2>(xrow, dyrow, w_, ow_, pk, std::make_integer_sequence<int, GS / kDwRot>());
         }
     }
-    // dw[oc = cb·16 + l, j = (l % GS + r) % GS, kh, kw] (+)= Σ_n parts[n, cb, kh, kw, r, l], n in order.
+    // dw[oc = cb·L + l, j = (l % GS + r) % GS, kh, kw] (+)= Σ_n parts[n, cb, kh, kw, r, l], n in order.
 #pragma omp parallel for schedule(static)
     for (int cb = 0; cb < cb_; ++cb)
       for (int t = 0; t < 9; ++t)
@@ -355,9 +384,10 @@ class GroupedConvDirect final : public CpuConv {
 
  private:
   static Status check(const Tensor& t, const Dims& dims, const char* what) {
-    if (t.dims == dims && t.layout == Layout::kNChw16c && t.data != nullptr) return Status::ok();
-    return Status::invalid_argument(std::string(what) + ": expected " + dims.to_string() + " nChw16c, got " +
-                                    t.dims.to_string() + " " + layout_name(t.layout));
+    if (t.dims == dims && t.layout == Vec::kLayout && t.data != nullptr) return Status::ok();
+    return Status::invalid_argument(std::string(what) + ": expected " + dims.to_string() + " " +
+                                    layout_name(Vec::kLayout) + ", got " + t.dims.to_string() + " " +
+                                    layout_name(t.layout));
   }
 
   // Stride 2: each dy pixel is scattered to the dx pixels 2·ow - 1 + kw of its block.
@@ -369,8 +399,8 @@ class GroupedConvDirect final : public CpuConv {
     for (int64_t ncb = 0; ncb < tasks; ++ncb)
       for (int rb = 0; rb < nrb; ++rb) {
         const int cb = int(ncb % cb_);
-        const float* src = dy.data + ncb * oh_ * ow_ * kLanes;  // (OH, OW, 16)
-        float* dst = dx.data + ncb * h_ * w_ * kLanes;          // (H, W, 16)
+        const float* src = dy.data + ncb * oh_ * ow_ * kLanes;  // (OH, OW, L)
+        float* dst = dx.data + ncb * h_ * w_ * kLanes;          // (H, W, L)
         const float* wt = wb + int64_t(cb) * 9 * GS * kLanes;
         for (int ih = rb * kRowBlock; ih < std::min(h_, (rb + 1) * kRowBlock); ++ih) {
           const float* rows[3];
@@ -396,8 +426,8 @@ class GroupedConvDirect final : public CpuConv {
     for (int64_t ncb = 0; ncb < tasks; ++ncb)
       for (int rb = 0; rb < nrb; ++rb) {
         const int cb = int(ncb % cb_);
-        const float* src = dy.data + ncb * h_ * w_ * kLanes;  // (OH = H, OW = W, 16)
-        float* dst = dx.data + ncb * h_ * w_ * kLanes;        // (H, W, 16)
+        const float* src = dy.data + ncb * h_ * w_ * kLanes;  // (OH = H, OW = W, L)
+        float* dst = dx.data + ncb * h_ * w_ * kLanes;        // (H, W, L)
         const float* wt = wb + int64_t(cb) * 9 * GS * kLanes;
         for (int ih = rb * kRowBlock; ih < std::min(h_, (rb + 1) * kRowBlock); ++ih) {
           const float* rows[3];
@@ -413,7 +443,7 @@ class GroupedConvDirect final : public CpuConv {
     return Status::ok();
   }
 
-  // Repacks plain w (OC, GS, 3, 3) into (CB, 9, GS, 16), rotation-packed: tap t = kh·3 + kw,
+  // Repacks plain w (OC, GS, 3, 3) into (CB, 9, GS, L), rotation-packed: tap t = kh·3 + kw,
   // entry r, lane l (output channel cb·16 + l) = w[oc, j = (l % GS + r) % GS, t]. flip (for
   // stride-1 backward-data, a forward conv with the transposed kernel) reads tap 8 - t and swaps
   // the roles: lane l is input channel ic = cb·16 + l, summing over oc = group + (l % GS + r) % GS.
@@ -446,24 +476,41 @@ class GroupedConvDirect final : public CpuConv {
   ConvDesc d_;
   int s_, h_, w_, oh_, ow_, cb_;  // S, H, W, OH, OW, CB
   Dims out_;                      // (N, OC, OH, OW)
-  AlignedBuf wf_, wb_;            // (CB, 9, GS, 16) forward / backward-data weights
-  AlignedBuf parts_;              // (N, CB, 9, GS, 16) backward-weights partial sums
+  AlignedBuf wf_, wb_;            // (CB, 9, GS, L) forward / backward-data weights
+  AlignedBuf parts_;              // (N, CB, 9, GS, L) backward-weights partial sums
 };
 
 }  // namespace
-#endif  // __AVX512F__
+
+bool grouped_conv_direct_supports(const ConvDesc& d) {
+  if (d.groups <= 0 || d.in.c % kLanes != 0 || d.oc != d.in.c || d.in.c % d.groups != 0) return false;
+  const int gs = d.in.c / d.groups;
+  return d.in_layout == Vec::kLayout && d.kh == 3 && d.kw == 3 && d.pad == 1 && (d.stride == 1 || d.stride == 2) &&
+         (gs == 4 || gs == 8 || (gs == 16 && kLanes == 16)) && d.in.n > 0 && d.in.h > 0 && d.in.w > 0;
+}
 
 StatusOr<std::unique_ptr<CpuConv>> make_grouped_conv_direct(const ConvDesc& desc) {
-  SX_CHECK_ARG(grouped_conv_direct_supports(desc), "grouped_conv_direct: unsupported shape or no AVX-512");
-#ifdef __AVX512F__
+  SX_CHECK_ARG(grouped_conv_direct_supports(desc), std::string("grouped_conv_direct: unsupported shape for ") + Vec::kName);
   switch (desc.in.c / desc.groups) {
     case 4: return std::unique_ptr<CpuConv>(std::make_unique<GroupedConvDirect<4>>(desc));
     case 8: return std::unique_ptr<CpuConv>(std::make_unique<GroupedConvDirect<8>>(desc));
+#if SX_HAS_AVX512
     case 16: return std::unique_ptr<CpuConv>(std::make_unique<GroupedConvDirect<16>>(desc));
+#endif
     default: break;
   }
-#endif
   return Status::unimplemented("grouped_conv_direct: channels per group not 4, 8 or 16");
 }
 
-}  // namespace sx::model::cpu
+#else  // the generic level: no direct grouped conv (oneDNN's path is used)
+
+bool grouped_conv_direct_supports(const ConvDesc&) { return false; }
+
+StatusOr<std::unique_ptr<CpuConv>> make_grouped_conv_direct(const ConvDesc&) {
+  return Status::unimplemented("grouped_conv_direct: needs AVX2 or AVX-512");
+}
+
+#endif
+
+}  // namespace sx::model::cpu::SX_ISA_NS
+
