@@ -13,137 +13,144 @@
 #include "model/cpu/layout_view.h"
 
 #include "model/cpu/isa_begin.h"
-#include "model/cpu/avx512.h"  // after isa_begin.h: the intrinsics
+#include "model/cpu/simd.h"  // after isa_begin.h
 
 namespace sx::model::cpu::SX_ISA_NS {
 namespace {
 
 // Per-channel constants given to the kernels are padded to CP = CB·B floats with zeros past C, so a
 // block's lanes are read in place (and padded lanes compute 0).
-#if SX_HAS_AVX512
-// nChw16c planes with AVX-512: one channel block = one register. Sums run in fp32 over chunks of
-// kChunk pixels (4 independent accumulators) and are then added into doubles, so precision is that
-// of a 64-term fp32 sum. The forward sums are taken relative to the plane's first pixel (a per-lane
-// shift close to the data) and moved to the common shift k in double at the end.
+#if SX_HAS_AVX2
+// Whole blocks of the level's width (nChw16c with AVX-512, nChw8c with AVX2): one channel block = one
+// register (Simd, L lanes). Sums run in fp32 over chunks of kChunk pixels (4 independent
+// accumulators) and are then added into doubles, so precision is that of a 64-term fp32 sum. The
+// forward sums are taken relative to the plane's first pixel (a per-lane shift close to the data)
+// and moved to the common shift k in double at the end.
 namespace avx {
+using V = Simd::V;
+using D = Simd::D;
+constexpr int L = Simd::kLanes;
 constexpr int64_t kChunk = 64;
 
 // Σ v(p) and Σ w(p) over the plane's pixels, for any per-pixel pair of contributions f(p, &v, &w).
 template <class F>
-inline void sum_plane(int64_t hw, F&& f, __m512d* s1, __m512d* s2) {
-  __m512d d1l = _mm512_setzero_pd(), d1h = d1l, d2l = d1l, d2h = d1l;
+inline void sum_plane(int64_t hw, F&& f, D* s1, D* s2) {
+  D d1l = Simd::dzero(), d1h = d1l, d2l = d1l, d2h = d1l;
   for (int64_t p0 = 0; p0 < hw; p0 += kChunk) {
     const int64_t pe = std::min(hw, p0 + kChunk);
-    __m512 a[4], q[4];
-    for (int u = 0; u < 4; ++u) a[u] = q[u] = _mm512_setzero_ps();
+    V a[4], q[4];
+    for (int u = 0; u < 4; ++u) a[u] = q[u] = Simd::zero();
     int64_t p = p0;
     for (; p + 4 <= pe; p += 4)
       for (int u = 0; u < 4; ++u) f(p + u, a[u], q[u]);
     for (; p < pe; ++p) f(p, a[0], q[0]);
-    const __m512 sa = _mm512_add_ps(_mm512_add_ps(a[0], a[1]), _mm512_add_ps(a[2], a[3]));
-    const __m512 sq = _mm512_add_ps(_mm512_add_ps(q[0], q[1]), _mm512_add_ps(q[2], q[3]));
-    d1l = _mm512_add_pd(d1l, lo_pd(sa));
-    d1h = _mm512_add_pd(d1h, hi_pd(sa));
-    d2l = _mm512_add_pd(d2l, lo_pd(sq));
-    d2h = _mm512_add_pd(d2h, hi_pd(sq));
+    const V sa = Simd::add(Simd::add(a[0], a[1]), Simd::add(a[2], a[3]));
+    const V sq = Simd::add(Simd::add(q[0], q[1]), Simd::add(q[2], q[3]));
+    d1l = Simd::dadd(d1l, Simd::lo(sa));
+    d1h = Simd::dadd(d1h, Simd::hi(sa));
+    d2l = Simd::dadd(d2l, Simd::lo(sq));
+    d2h = Simd::dadd(d2h, Simd::hi(sq));
   }
   s1[0] = d1l, s1[1] = d1h, s2[0] = d2l, s2[1] = d2h;
 }
 
 inline void stat_plane(const float* xb, int64_t hw, const float* k, double* o1, double* o2) {
-  const __m512 kp = _mm512_loadu_ps(xb);  // plane shift: the first pixel
-  __m512d s1[2], s2[2];
+  const V kp = Simd::load(xb);  // plane shift: the first pixel
+  D s1[2], s2[2];
   sum_plane(
       hw,
-      [&](int64_t p, __m512& a, __m512& q) {
-        const __m512 v = _mm512_sub_ps(_mm512_loadu_ps(xb + p * 16), kp);
-        a = _mm512_add_ps(a, v);
-        q = _mm512_fmadd_ps(v, v, q);
+      [&](int64_t p, V& a, V& q) {
+        const V v = Simd::sub(Simd::load(xb + p * L), kp);
+        a = Simd::add(a, v);
+        q = Simd::fmadd(v, v, q);
       },
       s1, s2);
   // Σ(x-k) = S1 + n·d, Σ(x-k)² = S2 + 2d·S1 + n·d², d = kp - k.
-  const __m512d n = _mm512_set1_pd(double(hw));
-  const __m512 kk = _mm512_loadu_ps(k);
-  const __m512d d[2] = {_mm512_sub_pd(lo_pd(kp), lo_pd(kk)), _mm512_sub_pd(hi_pd(kp), hi_pd(kk))};
-  __m512d r1[2], r2[2];
+  const D n = Simd::dset1(double(hw));
+  const V kk = Simd::load(k);
+  const D d[2] = {Simd::dsub(Simd::lo(kp), Simd::lo(kk)), Simd::dsub(Simd::hi(kp), Simd::hi(kk))};
+  D r1[2], r2[2];
   for (int h = 0; h < 2; ++h) {
-    r1[h] = _mm512_fmadd_pd(n, d[h], s1[h]);
-    r2[h] = _mm512_add_pd(s2[h], _mm512_mul_pd(d[h], _mm512_fmadd_pd(n, d[h], _mm512_add_pd(s1[h], s1[h]))));
+    r1[h] = Simd::dfmadd(n, d[h], s1[h]);
+    r2[h] = Simd::dadd(s2[h], Simd::dmul(d[h], Simd::dfmadd(n, d[h], Simd::dadd(s1[h], s1[h]))));
   }
-  store_pd(o1, r1[0], r1[1]);
-  store_pd(o2, r2[0], r2[1]);
+  Simd::store_pd(o1, r1[0], r1[1]);
+  Simd::store_pd(o2, r2[0], r2[1]);
 }
 
-inline __m512 bn_value(__m512 x, __m512 mu, __m512 sc, __m512 be) { return _mm512_fmadd_ps(_mm512_sub_ps(x, mu), sc, be); }
+inline V bn_value(V x, V mu, V sc, V be) { return Simd::fmadd(Simd::sub(x, mu), sc, be); }
 
 // Stores of the output plane: non-temporal (no read-for-ownership of the destination) or plain.
 template <bool Stream>
-inline void store(float* p, __m512 v) {
+inline void store(float* p, V v) {
   if constexpr (Stream)
-    _mm512_stream_ps(p, v);
+    Simd::stream(p, v);
   else
-    _mm512_storeu_ps(p, v);
+    Simd::store(p, v);
 }
 
 // Returns Σ_hw y per lane (the SE block's pooling, when asked for).
 template <bool Relu, bool Stream>
-inline __m512 apply_plane(const float* xb, int64_t hw, const float* mean, const float* scale, const float* beta,
-                          float* yb) {
-  const __m512 mu = _mm512_loadu_ps(mean), sc = _mm512_loadu_ps(scale), be = _mm512_loadu_ps(beta);
-  const __m512 zero = _mm512_setzero_ps();
-  __m512 sum = zero;
+inline V apply_plane(const float* xb, int64_t hw, const float* mean, const float* scale, const float* beta,
+                     float* yb) {
+  const V mu = Simd::load(mean), sc = Simd::load(scale), be = Simd::load(beta);
+  const V zero = Simd::zero();
+  V sum = zero;
   for (int64_t p = 0; p < hw; ++p) {
-    __m512 v = bn_value(_mm512_loadu_ps(xb + p * 16), mu, sc, be);
-    if constexpr (Relu) v = _mm512_max_ps(v, zero);
-    sum = _mm512_add_ps(sum, v);
-    store<Stream>(yb + p * 16, v);
+    V v = bn_value(Simd::load(xb + p * L), mu, sc, be);
+    if constexpr (Relu) v = Simd::max(v, zero);
+    sum = Simd::add(sum, v);
+    store<Stream>(yb + p * L, v);
   }
   if constexpr (Stream) _mm_sfence();
   return sum;
 }
 
-// dy' = dy where the forward's pre-ReLU value was > 0 (Relu), else dy; dy = dz·gs + gt (see Grad).
+// dy' = dy where the forward's pre-ReLU value was > 0 (Relu), else dy; dy = dz·gs + gt (see BnGrad).
 template <bool Relu>
-inline __m512 masked_dy(const float* xp, const float* gp, __m512 gs, __m512 gt, __m512 mu, __m512 sc, __m512 be) {
-  const __m512 g = _mm512_fmadd_ps(_mm512_loadu_ps(gp), gs, gt);
+inline V masked_dy(const float* xp, const float* gp, V gs, V gt, V mu, V sc, V be) {
+  const V g = Simd::fmadd(Simd::load(gp), gs, gt);
   if constexpr (!Relu) return g;
-  const __mmask16 m = _mm512_cmp_ps_mask(bn_value(_mm512_loadu_ps(xp), mu, sc, be), _mm512_setzero_ps(), _CMP_GT_OQ);
-  return _mm512_maskz_mov_ps(m, g);
+  return Simd::where_positive(bn_value(Simd::load(xp), mu, sc, be), g);
 }
 
 template <bool Relu>
 inline void grad_plane(const float* xb, const float* gb, int64_t hw, const float* gsp, const float* gtp,
                        const float* mean, const float* scale, const float* beta, double* o1, double* o2) {
-  const __m512 mu = _mm512_loadu_ps(mean), sc = _mm512_loadu_ps(scale), be = _mm512_loadu_ps(beta);
-  const __m512 gs = _mm512_loadu_ps(gsp), gt = _mm512_loadu_ps(gtp);
-  __m512d s1[2], s2[2];
+  const V mu = Simd::load(mean), sc = Simd::load(scale), be = Simd::load(beta);
+  const V gs = Simd::load(gsp), gt = Simd::load(gtp);
+  D s1[2], s2[2];
   sum_plane(
       hw,
-      [&](int64_t p, __m512& a, __m512& q) {
-        const __m512 g = masked_dy<Relu>(xb + p * 16, gb + p * 16, gs, gt, mu, sc, be);
-        a = _mm512_add_ps(a, g);
-        q = _mm512_fmadd_ps(g, _mm512_sub_ps(_mm512_loadu_ps(xb + p * 16), mu), q);
+      [&](int64_t p, V& a, V& q) {
+        const V g = masked_dy<Relu>(xb + p * L, gb + p * L, gs, gt, mu, sc, be);
+        a = Simd::add(a, g);
+        q = Simd::fmadd(g, Simd::sub(Simd::load(xb + p * L), mu), q);
       },
       s1, s2);
-  store_pd(o1, s1[0], s1[1]);
-  store_pd(o2, s2[0], s2[1]);
+  Simd::store_pd(o1, s1[0], s1[1]);
+  Simd::store_pd(o2, s2[0], s2[1]);
 }
 
 template <bool Relu, bool Stream>
 inline void grad_apply_plane(const float* xb, const float* gb, int64_t hw, const float* gsp, const float* gtp,
                              const float* mean, const float* scale, const float* beta, const float* a, const float* b,
                              const float* c0, float* ob) {
-  const __m512 mu = _mm512_loadu_ps(mean), sc = _mm512_loadu_ps(scale), be = _mm512_loadu_ps(beta);
-  const __m512 gs = _mm512_loadu_ps(gsp), gt = _mm512_loadu_ps(gtp);
-  const __m512 ka = _mm512_loadu_ps(a), kb = _mm512_loadu_ps(b), kc = _mm512_loadu_ps(c0);
+  const V mu = Simd::load(mean), sc = Simd::load(scale), be = Simd::load(beta);
+  const V gs = Simd::load(gsp), gt = Simd::load(gtp);
+  const V ka = Simd::load(a), kb = Simd::load(b), kc = Simd::load(c0);
   for (int64_t p = 0; p < hw; ++p) {
-    const __m512 g = masked_dy<Relu>(xb + p * 16, gb + p * 16, gs, gt, mu, sc, be);
-    const __m512 xm = _mm512_sub_ps(_mm512_loadu_ps(xb + p * 16), mu);
-    store<Stream>(ob + p * 16, _mm512_fmadd_ps(ka, g, _mm512_fmadd_ps(kb, xm, kc)));
+    const V g = masked_dy<Relu>(xb + p * L, gb + p * L, gs, gt, mu, sc, be);
+    const V xm = Simd::sub(Simd::load(xb + p * L), mu);
+    store<Stream>(ob + p * L, Simd::fmadd(ka, g, Simd::fmadd(kb, xm, kc)));
   }
   if constexpr (Stream) _mm_sfence();
 }
 }  // namespace avx
+// Blocks of this width take the hand-written paths above.
+constexpr int kVecBlock = Simd::kLanes;
+#else
+constexpr int kVecBlock = -1;  // none at the generic level
 #endif
 
 // s1[n·CP + c] = Σ_hw (x - k[c]), s2 = Σ_hw (x - k[c])², CP = CB·B (padded channels).
@@ -157,9 +164,9 @@ void stat_partials(const LayoutView& x, const float* k, double* s1, double* s2) 
       const float* xb = x.block(n, j);
       double* o1 = s1 + n * cp + int64_t(j) * B;
       double* o2 = s2 + n * cp + int64_t(j) * B;
-#if SX_HAS_AVX512
-      if constexpr (K == 16) {
-        avx::stat_plane(xb, x.hw, k + int64_t(j) * 16, o1, o2);
+#if SX_HAS_AVX2
+      if constexpr (K == kVecBlock) {
+        avx::stat_plane(xb, x.hw, k + int64_t(j) * K, o1, o2);
         continue;
       }
 #endif
@@ -214,13 +221,12 @@ void apply_t(const LayoutView& x, const float* mean, const float* scale, const f
       float* pb = pooled ? pooled + int64_t(n) * x.c + int64_t(j) * B : nullptr;
       Lanes<K> sum_lanes(B);
       float* sum = sum_lanes.data();
-#if SX_HAS_AVX512
-      if constexpr (K == 16) {
-        const __m512 v = stream && (reinterpret_cast<uintptr_t>(yb) & 63) == 0
-                             ? avx::apply_plane<Relu, true>(xb, x.hw, mu, sc, be, yb)
-                             : avx::apply_plane<Relu, false>(xb, x.hw, mu, sc, be, yb);
+#if SX_HAS_AVX2
+      if constexpr (K == kVecBlock) {
+        const Simd::V v = stream && stream_aligned(yb) ? avx::apply_plane<Relu, true>(xb, x.hw, mu, sc, be, yb)
+                                                       : avx::apply_plane<Relu, false>(xb, x.hw, mu, sc, be, yb);
         if (pb) {
-          _mm512_storeu_ps(sum, v);
+          Simd::store(sum, v);
           for (int l = 0, valid = x.valid_lanes(j); l < valid; ++l) pb[l] = sum[l] * inv_hw;
         }
         continue;
@@ -273,8 +279,8 @@ void grad_partials(const LayoutView& x, const BnGrad& dy, const float* mean, con
       double* o1 = g1 + nj;
       double* o2 = g2 + nj;
       const float *mu = mean + int64_t(j) * B, *sc = scale + int64_t(j) * B, *be = beta + int64_t(j) * B;
-#if SX_HAS_AVX512
-      if constexpr (K == 16) {
+#if SX_HAS_AVX2
+      if constexpr (K == kVecBlock) {
         avx::grad_plane<Relu>(xb, gb, x.hw, gs, gt, mu, sc, be, o1, o2);
         continue;
       }
@@ -326,9 +332,9 @@ void grad_apply(const LayoutView& x, const BnGrad& dy, const float* mean, const 
       const int64_t o = int64_t(j) * B;
       const float *mu = mean + o, *sc = scale + o, *be = beta + o, *ka = a + o, *kb = b + o, *kc = c0 + o;
       const float *gs = dy.gs + n * cp + o, *gt = dy.gt + n * cp + o;
-#if SX_HAS_AVX512
-      if constexpr (K == 16) {
-        if (stream && (reinterpret_cast<uintptr_t>(ob) & 63) == 0)
+#if SX_HAS_AVX2
+      if constexpr (K == kVecBlock) {
+        if (stream && stream_aligned(ob))
           avx::grad_apply_plane<Relu, true>(xb, gb, x.hw, gs, gt, mu, sc, be, ka, kb, kc, ob);
         else
           avx::grad_apply_plane<Relu, false>(xb, gb, x.hw, gs, gt, mu, sc, be, ka, kb, kc, ob);

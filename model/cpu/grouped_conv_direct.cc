@@ -30,50 +30,18 @@
 #include "model/cpu/kernels_isa.h"
 
 #include "model/cpu/isa_begin.h"
-#include "model/cpu/avx512.h"  // after isa_begin.h: the intrinsics
+#include "model/cpu/simd.h"  // after isa_begin.h
 
 namespace sx::model::cpu::SX_ISA_NS {
 
 #if SX_HAS_AVX2
 namespace {
 
-// One vector of L floats and the handful of operations the kernels use.
-#if SX_HAS_AVX512
-struct Vec {
-  static constexpr int kLanes = 16, kRegs = 32;
-  static constexpr Layout kLayout = Layout::kNChw16c;
-  static constexpr const char* kName = "direct_avx512_grouped";
-  using V = __m512;
-  using I = __m512i;
-  static V zero() { return _mm512_setzero_ps(); }
-  static V load(const float* p) { return _mm512_loadu_ps(p); }
-  static V load_aligned(const float* p) { return _mm512_load_ps(p); }
-  static void store(float* p, V v) { _mm512_storeu_ps(p, v); }
-  static void store_aligned(float* p, V v) { _mm512_store_ps(p, v); }
-  static V fmadd(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
-  static V add(V a, V b) { return _mm512_add_ps(a, b); }
-  static I index(const int* idx) { return _mm512_load_si512(idx); }
-  // The masked form: the plain one's undefined pass-through trips GCC 12's -Wuninitialized.
-  static V permute(I idx, V v) { return _mm512_maskz_permutexvar_ps(__mmask16(0xFFFF), idx, v); }
+// One vector of L floats (simd.h) and the layout and name of the op at this level.
+struct Vec : Simd {
+  static constexpr Layout kLayout = Simd::kLanes == 16 ? Layout::kNChw16c : Layout::kNChw8c;
+  static constexpr const char* kName = Simd::kLanes == 16 ? "direct_avx512_grouped" : "direct_avx2_grouped";
 };
-#else
-struct Vec {
-  static constexpr int kLanes = 8, kRegs = 16;
-  static constexpr Layout kLayout = Layout::kNChw8c;
-  static constexpr const char* kName = "direct_avx2_grouped";
-  using V = __m256;
-  using I = __m256i;
-  static V zero() { return _mm256_setzero_ps(); }
-  static V load(const float* p) { return _mm256_loadu_ps(p); }
-  static V load_aligned(const float* p) { return _mm256_load_ps(p); }
-  static void store(float* p, V v) { _mm256_storeu_ps(p, v); }
-  static void store_aligned(float* p, V v) { _mm256_store_ps(p, v); }
-  static V fmadd(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
-  static V add(V a, V b) { return _mm256_add_ps(a, b); }
-  static I index(const int* idx) { return _mm256_load_si256(reinterpret_cast<const __m256i*>(idx)); }
-  static V permute(I idx, V v) { return _mm256_permutevar8x32_ps(v, idx); }
-};
-#endif
 
 constexpr int kLanes = Vec::kLanes;
 constexpr int kMaxOwb = Vec::kRegs == 32 ? 14 : 6;  // dx pixels per conv_row_scatter2 block (accumulators)

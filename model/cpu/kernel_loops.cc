@@ -7,8 +7,9 @@
 // (n, channel block), one pass over memory, the inner loop over the B lanes of a block (8 or 16
 // floats of nChw8c / nChw16c = one vector at the level the layout was chosen for; for nchw, B = 1
 // and the pixel loop is the vector loop). Lanes past C in a padded last block are written as 0
-// whatever the inputs hold there. The arithmetic itself is model/elementwise.h. Full blocks of 16
-// (AVX-512) and 8 (AVX2) lanes take hand-written paths where the compiler's code was slower.
+// whatever the inputs hold there. The arithmetic itself is model/elementwise.h. Full blocks of one
+// register (16 lanes with AVX-512, 8 with AVX2; Simd) take hand-written paths where the compiler's
+// code was slower.
 //
 // Determinism: no floating-point reduction crosses threads (each (n, c) sum is done by one thread),
 // so results do not depend on the thread count or timing. They may differ in the last bits between
@@ -23,7 +24,7 @@
 #include "model/elementwise.h"
 
 #include "model/cpu/isa_begin.h"
-#include "model/cpu/avx512.h"  // after isa_begin.h: the intrinsics
+#include "model/cpu/simd.h"  // after isa_begin.h
 
 namespace sx::model::cpu::SX_ISA_NS {
 namespace {
@@ -143,29 +144,33 @@ void scale_add_relu_fwd(const LayoutView& x, const float* s, const LayoutView& s
   }
 }
 
-#if SX_HAS_AVX512
-// One full nChw16c block of scale_add_relu_bwd: z = relu_grad(out, g) (ew::relu_grad: g where
-// out > 0), ds += z · affine(x) over the hw pixels; two accumulators split the FMA dependency chain.
-void scale_add_relu_bwd_block16(const float* g, const float* out, const float* x, float* z, float* ds, int64_t hw,
-                                const float* xm, const float* xa, const float* xs) {
-  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
-  const __m512 zero = _mm512_setzero_ps(), m = _mm512_loadu_ps(xm), a = _mm512_loadu_ps(xa),
-               sh = _mm512_loadu_ps(xs);
+#if SX_HAS_AVX2
+// Blocks of this width (one register: 16 lanes with AVX-512, 8 with AVX2) take the paths below.
+constexpr int kVecBlock = Simd::kLanes;
+
+// One full block of scale_add_relu_bwd: z = relu_grad(out, g) (ew::relu_grad: g where out > 0),
+// ds += z · affine(x) over the hw pixels; two accumulators split the FMA dependency chain.
+void scale_add_relu_bwd_block(const float* g, const float* out, const float* x, float* z, float* ds, int64_t hw,
+                              const float* xm, const float* xa, const float* xs) {
+  constexpr int L = Simd::kLanes;
+  Simd::V acc0 = Simd::zero(), acc1 = Simd::zero();
+  const Simd::V m = Simd::load(xm), a = Simd::load(xa), sh = Simd::load(xs);
   int64_t p = 0;
-  auto one = [&](int64_t q, __m512& acc) {
-    const __mmask16 pos = _mm512_cmp_ps_mask(_mm512_loadu_ps(out + q * 16), zero, _CMP_GT_OQ);
-    const __m512 dz = _mm512_maskz_mov_ps(pos, _mm512_loadu_ps(g + q * 16));
-    _mm512_storeu_ps(z + q * 16, dz);
-    const __m512 v = _mm512_fmadd_ps(_mm512_sub_ps(_mm512_loadu_ps(x + q * 16), m), a, sh);  // ew::affine
-    acc = _mm512_fmadd_ps(dz, v, acc);
+  auto one = [&](int64_t q, Simd::V& acc) {
+    const Simd::V dz = Simd::where_positive(Simd::load(out + q * L), Simd::load(g + q * L));
+    Simd::store(z + q * L, dz);
+    const Simd::V v = Simd::fmadd(Simd::sub(Simd::load(x + q * L), m), a, sh);  // ew::affine
+    acc = Simd::fmadd(dz, v, acc);
   };
   for (; p + 1 < hw; p += 2) {
     one(p, acc0);
     one(p + 1, acc1);
   }
   if (p < hw) one(p, acc0);
-  _mm512_storeu_ps(ds, _mm512_add_ps(acc0, acc1));
+  Simd::store(ds, Simd::add(acc0, acc1));
 }
+#else
+constexpr int kVecBlock = -1;  // none at the generic level
 #endif
 
 template <int K>
@@ -206,9 +211,9 @@ void scale_add_relu_bwd(const LayoutView& dout, const LayoutView& out, const Lay
         }
         dsb[0] = sum;
       } else {
-#if SX_HAS_AVX512
-        if (K == 16 && valid == 16) {  // the sums in registers: through the stack they chain store -> load
-          scale_add_relu_bwd_block16(gb, ob, xb, zb, dsb, dout.hw, xm, xa, xs);
+#if SX_HAS_AVX2
+        if (K == kVecBlock && valid == K) {  // the sums in registers: through the stack they chain store -> load
+          scale_add_relu_bwd_block(gb, ob, xb, zb, dsb, dout.hw, xm, xa, xs);
           continue;
         }
 #endif
@@ -230,34 +235,34 @@ void scale_add_relu_bwd(const LayoutView& dout, const LayoutView& out, const Lay
   }
 }
 
-#if SX_HAS_AVX512
-// One full nChw16c block of scale_add_relu_bwd_sums: z = relu_grad(out, g), and per lane Σz,
-// Σz·(x - xm), Σz·(sc - sm) (WithSc) in fp32 over chunks of 64 pixels, then added in double.
+#if SX_HAS_AVX2
+// One full block of scale_add_relu_bwd_sums: z = relu_grad(out, g), and per lane Σz, Σz·(x - xm),
+// Σz·(sc - sm) (WithSc) in fp32 over chunks of 64 pixels, then added in double.
 template <bool WithSc>
-void merge_sums_block16(const float* g, const float* out, const float* x, const float* sc, float* z, int64_t hw,
-                        const float* xm, const float* sm, double* o_dz, double* o_x, double* o_sc) {
+void merge_sums_block(const float* g, const float* out, const float* x, const float* sc, float* z, int64_t hw,
+                      const float* xm, const float* sm, double* o_dz, double* o_x, double* o_sc) {
+  constexpr int L = Simd::kLanes;
   constexpr int64_t kChunk = 64;
-  const __m512 zero = _mm512_setzero_ps(), mx = _mm512_loadu_ps(xm), ms = WithSc ? _mm512_loadu_ps(sm) : zero;
-  __m512d d[3][2];
-  for (auto& dd : d) dd[0] = dd[1] = _mm512_setzero_pd();
+  const Simd::V zero = Simd::zero(), mx = Simd::load(xm), ms = WithSc ? Simd::load(sm) : zero;
+  Simd::D d[3][2];
+  for (auto& dd : d) dd[0] = dd[1] = Simd::dzero();
   for (int64_t p0 = 0; p0 < hw; p0 += kChunk) {
     const int64_t pe = std::min(hw, p0 + kChunk);
-    __m512 a[3] = {zero, zero, zero};
+    Simd::V a[3] = {zero, zero, zero};
     for (int64_t p = p0; p < pe; ++p) {
-      const __mmask16 pos = _mm512_cmp_ps_mask(_mm512_loadu_ps(out + p * 16), zero, _CMP_GT_OQ);
-      const __m512 dz = _mm512_maskz_mov_ps(pos, _mm512_loadu_ps(g + p * 16));
-      _mm512_storeu_ps(z + p * 16, dz);
-      a[0] = _mm512_add_ps(a[0], dz);
-      a[1] = _mm512_fmadd_ps(dz, _mm512_sub_ps(_mm512_loadu_ps(x + p * 16), mx), a[1]);
-      if constexpr (WithSc) a[2] = _mm512_fmadd_ps(dz, _mm512_sub_ps(_mm512_loadu_ps(sc + p * 16), ms), a[2]);
+      const Simd::V dz = Simd::where_positive(Simd::load(out + p * L), Simd::load(g + p * L));
+      Simd::store(z + p * L, dz);
+      a[0] = Simd::add(a[0], dz);
+      a[1] = Simd::fmadd(dz, Simd::sub(Simd::load(x + p * L), mx), a[1]);
+      if constexpr (WithSc) a[2] = Simd::fmadd(dz, Simd::sub(Simd::load(sc + p * L), ms), a[2]);
     }
     for (int k = 0; k < 3; ++k) {
-      d[k][0] = _mm512_add_pd(d[k][0], lo_pd(a[k]));
-      d[k][1] = _mm512_add_pd(d[k][1], hi_pd(a[k]));
+      d[k][0] = Simd::dadd(d[k][0], Simd::lo(a[k]));
+      d[k][1] = Simd::dadd(d[k][1], Simd::hi(a[k]));
     }
   }
   double* outs[3] = {o_dz, o_x, o_sc};
-  for (int k = 0; k < (WithSc ? 3 : 2); ++k) store_pd(outs[k], d[k][0], d[k][1]);
+  for (int k = 0; k < (WithSc ? 3 : 2); ++k) Simd::store_pd(outs[k], d[k][0], d[k][1]);
 }
 #endif
 
@@ -278,14 +283,14 @@ void scale_add_relu_bwd_sums(const LayoutView& dout, const LayoutView& out, cons
       float* zb = dsc.block(n, j);
       const int valid = dout.valid_lanes(j);
       const int64_t o = int64_t(n) * dout.c + int64_t(j) * B;
-#if SX_HAS_AVX512
-      if (K == 16 && valid == 16) {
+#if SX_HAS_AVX2
+      if (K == kVecBlock && valid == K) {
         if (with_sc)
-          merge_sums_block16<true>(gb, ob, xb, sb, zb, dout.hw, xm + j * 16, sm + j * 16, sums.dz + o, sums.dz_x + o,
-                                   sums.dz_shortcut + o);
+          merge_sums_block<true>(gb, ob, xb, sb, zb, dout.hw, xm + j * K, sm + j * K, sums.dz + o, sums.dz_x + o,
+                                 sums.dz_shortcut + o);
         else
-          merge_sums_block16<false>(gb, ob, xb, nullptr, zb, dout.hw, xm + j * 16, nullptr, sums.dz + o,
-                                    sums.dz_x + o, nullptr);
+          merge_sums_block<false>(gb, ob, xb, nullptr, zb, dout.hw, xm + j * K, nullptr, sums.dz + o, sums.dz_x + o,
+                                  nullptr);
         continue;
       }
 #endif
