@@ -20,6 +20,12 @@ marked). Prints a table and, last, one JSON object (also written to --out).
   /usr/bin/python3 bench/compare_model.py                      # full: 3 rounds, ~15 min
   /usr/bin/python3 bench/compare_model.py --quick              # ~3-5 min
   /usr/bin/python3 bench/compare_model.py --cases small --peers torch   # PyTorch side only
+  /usr/bin/python3 bench/compare_model.py --max-isa avx2       # both peers capped to AVX2
+
+--max-isa avx2 caps both peers to AVX2 on an AVX-512 machine: oneDNN through ONEDNN_MAX_CPU_ISA (both
+use the system oneDNN), PyTorch's own kernels through ATEN_CPU_CAPABILITY, ours through
+`sx_bench model --isa`. The caches stay the machine's, so it indicates, not replaces, a run on an
+AVX2 CPU. The JSON names the CPU model and the cap.
 """
 import argparse
 import datetime
@@ -71,6 +77,14 @@ def run_child(cmd, env, timeout):
         return None, "no JSON in output: " + out[-500:], wall, other
 
 
+def cpu_model():
+    with open("/proc/cpuinfo") as f:
+        info = f.read()
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
+    isa = "avx512" if " avx512f " in info else "avx2" if " avx2 " in info else "generic"
+    return f"{name}, {isa}"
+
+
 def children_cpu_s():
     r = resource.getrusage(resource.RUSAGE_CHILDREN)
     return r.ru_utime + r.ru_stime
@@ -86,7 +100,7 @@ def peer_cmd(peer, case, args):
     common = ["--arch", case["arch"], "--batch", str(case["batch"]), "--image", str(case["image"]),
               "--threads", str(args.threads), "--warmup", str(warmup), "--iters", str(iters), "--json"]
     if peer == "sx":
-        return [args.sx_bench, "model", *common]
+        return [args.sx_bench, "model", *common] + (["--isa", args.max_isa] if args.max_isa else [])
     return [sys.executable, os.path.join(HERE, "torch_se_resnext.py"), *common, "--memory-format", peer]
 
 
@@ -201,6 +215,8 @@ def main():
                    help="a run is noisy when others used more than this fraction of one CPU (default 0.10)")
     p.add_argument("--timeout", type=int, default=1800, help="seconds per child process")
     p.add_argument("--out", default=None, help="also write the final JSON here")
+    p.add_argument("--max-isa", choices=["avx2"], default=None,
+                   help="cap both peers to this instruction-set level (see above)")
     args = p.parse_args()
     rounds = args.rounds or (2 if args.quick else 3)
     peers = []
@@ -211,6 +227,8 @@ def main():
                  f"or pass --sx-bench")
 
     env = dict(os.environ, GLIBC_TUNABLES=TUNABLES)
+    if args.max_isa:
+        env.update(ONEDNN_MAX_CPU_ISA=args.max_isa.upper(), ATEN_CPU_CAPABILITY=args.max_isa)
     started = datetime.datetime.now().isoformat(timespec="seconds")
     results = []
     for name in args.cases.split(","):
@@ -240,7 +258,8 @@ def main():
         print_summary(cmp)
         results.append(cmp)
 
-    final = {"started": started, "command": " ".join([sys.executable] + sys.argv), "rounds": rounds,
+    final = {"started": started, "command": " ".join([sys.executable] + sys.argv), "cpu": cpu_model(),
+             "max_isa": args.max_isa, "rounds": rounds,
              "threads": args.threads, "quick": args.quick, "glibc_tunables": TUNABLES,
              "noise_threshold": args.noise_threshold, "cases": results}
     text = json.dumps(final)

@@ -16,7 +16,8 @@
 
 namespace sx::model::ew {
 
-SX_HOST_DEVICE inline float relu(float x) { return x > 0.f ? x : 0.f; }
+// NaN stays NaN (x <= 0 is false for NaN), so a diverged network shows as NaN, not as zeros.
+SX_HOST_DEVICE inline float relu(float x) { return x <= 0.f ? 0.f : x; }
 // Takes the forward output y: y > 0 exactly where x > 0 (the gradient at 0 is taken as 0, as PyTorch).
 SX_HOST_DEVICE inline float relu_grad(float y, float dy) { return y > 0.f ? dy : 0.f; }
 

@@ -203,10 +203,13 @@ INSTANTIATE_TEST_SUITE_P(
     });
 
 // At the level oneDNN runs at (the default backend), a dense conv between two blocked layers runs on
-// the network's layouts: nChw16c with AVX-512, nChw8c with AVX2.
+// the network's layouts: nChw16c with AVX-512, nChw8c with AVX2, all three passes without a reorder.
+// At the generic level (oneDNN at SSE4.1) only the forward pass promises that: oneDNN's SSE4.1
+// backward passes are gemm-based on plain layouts.
 TEST(ConvLayout, DenseConvBetweenBlockedLayersDoesNotReorder) {
   auto be = make_cpu_backend({.threads = 2});
-  const Layout blocked = testing::blocked_layout(cpu::cpu_isa_available());
+  const CpuIsa level = cpu::cpu_isa_available();
+  const Layout blocked = testing::blocked_layout(level);
   ConvDesc d{.in = {2, 64, 8, 8}, .in_layout = be->activation_layout(64), .oc = 128, .kh = 3, .kw = 3, .stride = 1,
              .pad = 1};
   ASSERT_EQ(d.in_layout, blocked);
@@ -219,9 +222,10 @@ TEST(ConvLayout, DenseConvBetweenBlockedLayersDoesNotReorder) {
   Buffer w = be->allocate(size_t(128) * 64 * 9 * sizeof(float)), dw = be->allocate(size_t(128) * 64 * 9 * sizeof(float));
   const int64_t before = be->reorder_count();
   ASSERT_TRUE((*op)->forward(x.t, static_cast<float*>(w.get()), y.t).is_ok());
+  EXPECT_EQ(be->reorder_count(), before) << "forward at " << cpu_isa_name(level);
   ASSERT_TRUE((*op)->backward_data(y.t, static_cast<float*>(w.get()), dx.t).is_ok());
   ASSERT_TRUE((*op)->backward_weights(x.t, y.t, static_cast<float*>(dw.get()), false).is_ok());
-  EXPECT_EQ(be->reorder_count(), before);
+  if (level >= CpuIsa::kAvx2) EXPECT_EQ(be->reorder_count(), before) << "backward at " << cpu_isa_name(level);
 }
 
 TEST(ConvLayout, RejectsWrongTensorLayout) {
@@ -237,9 +241,12 @@ TEST(ConvLayout, RejectsWrongTensorLayout) {
 
 // Every SE-ResNeXt-50 / small-model convolution (real sizes, batch 16) plans onto jit kernels or our
 // direct grouped conv at the level oneDNN runs at: oneDNN's ref:any and gemm paths are 10-100x
-// slower. Planning only, nothing is executed.
+// slower. At the generic level (oneDNN at SSE4.1, the fallback for CPUs without AVX2) the promise
+// is only "no ref": oneDNN has no SSE4.1 jit backward convolutions nor grouped ones, so those run
+// on its gemm. Planning only, nothing is executed.
 TEST(ConvPlan, RealShapesAvoidReferenceAndGemmImplementations) {
   auto be = make_cpu_backend({.threads = 2});
+  const bool jit_promised = cpu::cpu_isa_available() >= CpuIsa::kAvx2;
   struct S { int c, h, oc, k, stride, pad, groups; };
   const S shapes[] = {{3, 224, 64, 7, 2, 3, 1},     {64, 56, 128, 1, 1, 0, 1},    {128, 56, 128, 3, 1, 1, 32},
                       {128, 56, 256, 1, 1, 0, 1},   {256, 56, 256, 3, 2, 1, 32},  {256, 28, 256, 3, 1, 1, 32},
@@ -258,7 +265,8 @@ TEST(ConvPlan, RealShapesAvoidReferenceAndGemmImplementations) {
     const auto first = info.find(" | "), last = info.rfind(" | ");
     if (s.c < 16 && first != std::string::npos) info = info.substr(0, first) + info.substr(last);  // input grad unused
     EXPECT_EQ(info.find("ref"), std::string::npos) << d.in.to_string() << " g" << s.groups << ": " << info;
-    EXPECT_EQ(info.find("gemm"), std::string::npos) << d.in.to_string() << " g" << s.groups << ": " << info;
+    if (jit_promised)
+      EXPECT_EQ(info.find("gemm"), std::string::npos) << d.in.to_string() << " g" << s.groups << ": " << info;
   }
 }
 

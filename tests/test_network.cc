@@ -9,6 +9,7 @@
 #include <set>
 
 #include "model/network.h"
+#include "tests/isa_test_util.h"
 
 namespace sx::model {
 namespace {
@@ -424,6 +425,36 @@ TEST_F(NetworkTest, BuildErrors) {
   ASSERT_FALSE(bad_batch.is_ok());
   EXPECT_NE(bad_batch.status().message().find("batch"), std::string::npos);
 }
+
+// A NaN in one image's input must reach that image's logits at every ISA level (ReLU, BN+ReLU and
+// the merge keep NaN), and stay out of the other image's (eval: BN uses running statistics). A
+// diverged network then shows as NaN instead of as a confident class.
+class NetworkLevelTest : public ::testing::TestWithParam<CpuIsa> {};
+
+TEST_P(NetworkLevelTest, NanInputGivesNanLogits) {
+  SX_SKIP_UNLESS_RUNNABLE(GetParam());
+  auto be = testing::make_backend_at(GetParam(), 1);
+  for (const char* name : {"small", "se_resnext26_32x4d"}) {
+    SCOPED_TRACE(name);
+    auto net = build(*be, spec_of(name), 2, 32);
+    ASSERT_TRUE(net);
+    set_batch(*net, 2, 4);
+    Dims d = net->input().dims;
+    std::vector<float> x(static_cast<size_t>(d.count()), 0.25f);
+    x[size_t(d.c * d.h * d.w / 2 + 3)] = std::nanf("");  // inside image 0
+    ASSERT_OK(net->set_input(x.data()));
+    ASSERT_OK(net->forward(/*train=*/false));
+    const int k = net->spec().num_classes;
+    auto logits = host(*be, net->logits(), 2 * k);
+    for (int j = 0; j < k; ++j) {
+      EXPECT_TRUE(std::isnan(logits[size_t(j)])) << "image 0, class " << j << ": " << logits[size_t(j)];
+      EXPECT_TRUE(std::isfinite(logits[size_t(k + j)])) << "image 1, class " << j;
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Levels, NetworkLevelTest, ::testing::ValuesIn(testing::all_isas()),
+                         [](const auto& info) { return std::string(cpu_isa_name(info.param)); });
 
 }  // namespace
 }  // namespace sx::model

@@ -11,6 +11,7 @@
 
 #include "model/cpu/kernels_isa.h"
 #include "model/cpu/layout_view.h"
+#include "model/elementwise.h"
 
 #include "model/cpu/isa_begin.h"
 #include "model/cpu/simd.h"  // after isa_begin.h
@@ -98,7 +99,7 @@ inline V apply_plane(const float* xb, int64_t hw, const float* mean, const float
   V sum = zero;
   for (int64_t p = 0; p < hw; ++p) {
     V v = bn_value(Simd::load(xb + p * L), mu, sc, be);
-    if constexpr (Relu) v = Simd::max(v, zero);
+    if constexpr (Relu) v = Simd::max(zero, v);  // max returns its second operand on NaN: NaN stays NaN
     sum = Simd::add(sum, v);
     store<Stream>(yb + p * L, v);
   }
@@ -238,7 +239,7 @@ void apply_t(const LayoutView& x, const float* mean, const float* scale, const f
 #pragma omp simd reduction(+ : acc)
         for (int64_t p = 0; p < x.hw; ++p) {
           float v = bn_value(xb[p], m0, s0, b0);
-          v = Relu ? (v > 0.f ? v : 0.f) : v;
+          v = Relu ? ew::relu(v) : v;
           yb[p] = v;
           acc += v;
         }
@@ -251,7 +252,7 @@ void apply_t(const LayoutView& x, const float* mean, const float* scale, const f
 #pragma omp simd
           for (int l = 0; l < B; ++l) {
             float v = bn_value(xp[l], mu[l], sc[l], be[l]);
-            v = Relu ? (v > 0.f ? v : 0.f) : v;
+            v = Relu ? ew::relu(v) : v;
             yp[l] = v;
             sum[l] += v;
           }
