@@ -258,6 +258,14 @@ StatusOr<PrepResult> run_prep(const PrepOptions& opts) {
   if (!bad.empty() && !o.skip_bad)
     return Status::invalid_argument(bad.front().to_string() + ". HINT: --skip-bad leaves bad inputs out and lists them");
 
+  const int64_t inputs = o.format == "idx" ? idx.count : static_cast<int64_t>(items.size());
+  const int64_t first = o.first, end = o.end < 0 ? inputs : o.end;
+  if (first < 0 || first >= end || end > inputs)
+    return Status::invalid_argument("--range " + std::to_string(first) + ":" + std::to_string(end) +
+                                    " is not inside the input's " + std::to_string(inputs) +
+                                    " samples (expected 0 <= FIRST < END <= " + std::to_string(inputs) + ")");
+  const int64_t total = end - first;
+
   // Only once the inputs are read (a typo in a path or a broken list leaves an earlier dataset in OUT
   // as it was), and before the first shard: a run that fails from here on leaves OUT without a
   // manifest (incomplete, never a stale manifest naming new shards).
@@ -265,7 +273,6 @@ StatusOr<PrepResult> run_prep(const PrepOptions& opts) {
   m.num_classes = o.num_classes;
   m.class_names = names;
 
-  const int64_t total = o.format == "idx" ? idx.count : static_cast<int64_t>(items.size());
   Progress progress(total, o.progress_interactive);
   OrderedWriter writer(o, &m);
 
@@ -276,7 +283,7 @@ StatusOr<PrepResult> run_prep(const PrepOptions& opts) {
   auto drain = [&](int b, int64_t start, int64_t count) -> Status {
     for (int64_t i = 0; i < count; ++i) {
       Sample& s = buf[b][i];
-      const int64_t g = start + i;
+      const int64_t g = first + start + i;
       if (!s.error.empty() && o.format == "idx") {
         return Status::internal("sample " + std::to_string(g) + " of " + o.images + ": " + s.error);
       } else if (!s.error.empty()) {
@@ -299,7 +306,7 @@ StatusOr<PrepResult> run_prep(const PrepOptions& opts) {
     const int b = static_cast<int>(k % 2);
     const int64_t count = std::min(batch, total - start);
     parallel_for(count, o.threads, [&](int64_t i) {
-      const int64_t g = start + i;
+      const int64_t g = first + start + i;
       if (o.format == "idx") {
         cv::Mat img(idx.rows, idx.cols, CV_8UC1, idx.pixels.data() + g * idx.rows * idx.cols);
         if (o.channels == 3) cv::cvtColor(img, img, cv::COLOR_GRAY2RGB);

@@ -26,6 +26,7 @@ struct PrepOptions {
   std::string encode = "raw";  // "raw" | "jpeg"
   int quality = 95;
   int64_t samples_per_shard = 1024;
+  int64_t first = 0, end = -1;  // --range FIRST:END: convert inputs [first, end) in input order (-1 = all)
   int threads = 1;
   int channels = 0;         // 0 = 3 for list/folder, 1 for idx
   int64_t max_pixels = 89478485;

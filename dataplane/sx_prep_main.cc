@@ -58,6 +58,10 @@ int main(int argc, char** argv) {
       ->check(CLI::PositiveNumber)->capture_default_str();
   app.add_flag("--skip-bad", o.skip_bad, "leave bad inputs out, list them in a report, and go on (default: stop at the first)");
   app.add_option("--bad-report", o.bad_report, "where --skip-bad writes its report (default: OUT/skipped.txt)");
+  std::string range;
+  app.add_option("--range", range,
+                 "convert only inputs FIRST..END-1, in input order (e.g. 0:55000 and 55000:60000 hold out a "
+                 "validation split); default: all");
   app.add_flag("--no-progress", no_progress, "no progress output");
   CLI11_PARSE(app, argc, argv);
 
@@ -66,6 +70,17 @@ int main(int argc, char** argv) {
   if (o.format.empty()) {
     std::fprintf(stderr, "sx_prep: error: --format list|folder|idx is required (see --help)\n");
     return 1;
+  }
+  if (!range.empty()) {
+    long long first = 0, end = 0;
+    char tail = 0;
+    if (std::sscanf(range.c_str(), "%lld:%lld%c", &first, &end, &tail) != 2 || first < 0 || end < 0) {
+      std::fprintf(stderr, "sx_prep: error: --range %s: expected FIRST:END (two sample numbers, e.g. 0:55000)\n",
+                   range.c_str());
+      return 1;
+    }
+    o.first = first;
+    o.end = end;
   }
   o.progress = !no_progress;
   o.progress_interactive = ::isatty(STDERR_FILENO) == 1;

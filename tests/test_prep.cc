@@ -281,6 +281,47 @@ TEST(PrepIdx, RealFashionMnistCountsLabelsPixels) {
   fs::remove_all(dir);
 }
 
+// --range splits one input into consecutive parts (a validation split held out from the training
+// set): the parts hold exactly the input's samples FIRST..END-1, in order.
+TEST(PrepIdx, RangeSplitsTheInputInOrder) {
+  if (!fs::exists(kFmnist + "t10k-images-idx3-ubyte.gz")) GTEST_SKIP() << "Fashion-MNIST not installed at " << kFmnist;
+  fs::path dir = make_temp_dir("range");
+  PrepOptions o = base_options("idx", dir / "all");
+  o.images = kFmnist + "t10k-images-idx3-ubyte.gz";
+  o.labels = kFmnist + "t10k-labels-idx1-ubyte.gz";
+  ASSERT_TRUE(run_prep(o).is_ok());
+  PrepOptions head = o, tail = o;
+  head.out = (dir / "head").string();
+  head.end = 9000;
+  tail.out = (dir / "tail").string();
+  tail.first = 9000;
+  tail.end = 10000;
+  ASSERT_TRUE(run_prep(head).is_ok());
+  ASSERT_TRUE(run_prep(tail).is_ok());
+  Loaded all = load_all(dir / "all"), h = load_all(dir / "head"), t = load_all(dir / "tail");
+  ASSERT_EQ(h.m.num_samples, 9000);
+  ASSERT_EQ(t.m.num_samples, 1000);
+  EXPECT_EQ(t.m.class_names, all.m.class_names);
+  for (int64_t i = 0; i < 10000; ++i) {
+    const Loaded& part = i < 9000 ? h : t;
+    const int64_t j = i < 9000 ? i : i - 9000;
+    ASSERT_EQ(part.labels[size_t(j)], all.labels[size_t(i)]) << "sample " << i;
+    ASSERT_EQ(part.bytes[size_t(j)], all.bytes[size_t(i)]) << "sample " << i;
+  }
+
+  // A range outside the input is refused before OUT is touched.
+  PrepOptions bad = o;
+  bad.out = (dir / "head").string();
+  bad.first = 9000;
+  bad.end = 10001;
+  StatusOr<PrepResult> r = run_prep(bad);
+  ASSERT_FALSE(r.is_ok());
+  EXPECT_NE(r.status().message().find("--range 9000:10001"), std::string::npos) << r.status().message();
+  EXPECT_NE(r.status().message().find("10000 samples"), std::string::npos) << r.status().message();
+  EXPECT_EQ(load_all(dir / "head").m.num_samples, 9000);
+  fs::remove_all(dir);
+}
+
 std::set<std::string> shard_files(const fs::path& dir) {
   std::set<std::string> s;
   for (const auto& e : fs::directory_iterator(dir)) s.insert(e.path().filename().string());

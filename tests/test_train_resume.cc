@@ -59,6 +59,31 @@ TEST_F(TrainResume, LearnsAndEvalModeAgrees) {
   EXPECT_NEAR(std::stod(out.substr(at + 5)), last_top1, 1e-9) << out;
 }
 
+// data.test is evaluated once, after the last step, and recorded as kind "test": on the same data
+// as data.val it agrees with the final eval; it is never evaluated per epoch.
+TEST_F(TrainResume, TestSetOnceAtTheEnd) {
+  const fs::path dir = *root_ / "test-set";
+  ASSERT_EQ(run(worker_args(*root_, dir, {"batch.per_rank=16", "epochs=2", "eval.every_epochs=1",
+                                          "data.test=" + (*root_ / "val").string()}),
+                dir.string() + ".log"),
+            0);
+  std::ifstream in(dir / "metrics.jsonl");
+  std::vector<nlohmann::json> evals, tests;
+  for (std::string line; std::getline(in, line);) {
+    auto j = nlohmann::json::parse(line);
+    if (j["kind"] == "eval") evals.push_back(j);
+    if (j["kind"] == "test") {
+      tests.push_back(j);
+      EXPECT_EQ(j["step"].get<int>(), 32) << "after the last step";
+    }
+  }
+  ASSERT_EQ(tests.size(), 1u);
+  ASSERT_EQ(evals.size(), 2u);
+  EXPECT_EQ(tests[0]["samples"].get<int>(), 64);
+  EXPECT_EQ(tests[0]["top1"].get<double>(), evals.back()["top1"].get<double>());
+  EXPECT_NE(read_text(dir.string() + ".log").find("test  top-1"), std::string::npos);
+}
+
 TEST_F(TrainResume, SigkillThenResumeIsBitwiseEqual) {
   const std::vector<std::string> common = {"batch.per_rank=16", "checkpoint.every_steps=4", "checkpoint.keep=20",
                                            "max_steps=40"};

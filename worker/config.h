@@ -29,7 +29,8 @@ struct ModelConfig {
 
 struct DataConfig {
   std::string train;                // prepared dataset dirs (sx_prep output, with manifest.json)
-  std::string val;
+  std::string val;                  // evaluated during training (eval.every_epochs, eval.at_end)
+  std::string test;                 // evaluated once, after the last step ("" = none)
   int threads = 1;                  // decode + augment threads per rank
   int prefetch = 2;                 // ready batches kept ahead
   std::string transform = "auto";   // auto | small | imagenet

@@ -160,6 +160,7 @@ std::vector<ConfigField> build_fields() {
 
       FIELD(data.train, "", "training set: an sx_prep output directory"),
       FIELD(data.val, "", "validation set: an sx_prep output directory (\"\" = no eval)"),
+      FIELD(data.test, "", "test set, evaluated once after the last step (\"\" = none); keep it out of recipe choices"),
       FIELD(data.threads, "", "decode + augment threads per rank"),
       FIELD(data.prefetch, "", "batches prepared ahead"),
       FIELD(data.transform, "auto|small|imagenet",

@@ -46,6 +46,7 @@ class Trainer {
   Status average_bn_stats();
   Status save_checkpoint();
   Status run_eval(int64_t epoch, std::optional<EvalResult>* out);
+  Status run_test();
   Status micro_step(int micro, bool last, double* loss);
   void say(const std::string& text) {
     if (env_.is_root()) progress_->message(text);
@@ -58,7 +59,7 @@ class Trainer {
   std::unique_ptr<model::Backend> backend_;
   std::unique_ptr<model::Network> net_;
   std::unique_ptr<Communicator> comm_;
-  std::unique_ptr<dataplane::Reader> train_reader_, val_reader_;
+  std::unique_ptr<dataplane::Reader> train_reader_, val_reader_, test_reader_;
   std::optional<model::LrSchedule> schedule_;
   std::vector<model::SgdSegment> segments_;
   std::unique_ptr<storage::AsyncCheckpointWriter> writer_;
@@ -127,6 +128,7 @@ Status Trainer::setup() {
     segments_ = net_->sgd_segments(float(c_.optimizer.weight_decay), float(c_.optimizer.bn_bias_decay));
   }
   if (!c_.data.val.empty()) SX_TRY(open_reader(c_.data.val, false, &val_reader_));
+  if (training && !c_.data.test.empty()) SX_TRY(open_reader(c_.data.test, false, &test_reader_));
 
   // mode=eval writes nothing into a run directory: the run it evaluates keeps its records.
   if (env_.is_root() && training) {
@@ -252,6 +254,21 @@ Status Trainer::run_eval(int64_t epoch, std::optional<EvalResult>* out) {
   say(line);
   return metrics_.write({{"kind", "eval"}, {"step", step_}, {"epoch", epoch}, {"top1", r.top1_pct()},
                          {"top5", r.top5_pct()}, {"loss", r.loss()}, {"samples", r.samples}, {"time_s", now_s() - t0}});
+}
+
+// The test set, once, after the last step: the figure a recipe is reported by, never chosen by.
+Status Trainer::run_test() {
+  if (!test_reader_) return Status::ok();
+  SX_TRY(average_bn_stats());
+  const double t0 = now_s();
+  SX_ASSIGN_OR_RETURN(EvalResult r, evaluate(*net_, *test_reader_, env_));
+  char line[160];
+  std::snprintf(line, sizeof line, "test  top-1 %.2f%%  top-5 %.2f%%  loss %.4f  (%lld samples of %s)", r.top1_pct(),
+                r.top5_pct(), r.loss(), static_cast<long long>(r.samples), c_.data.test.c_str());
+  say(line);
+  return metrics_.write({{"kind", "test"}, {"step", step_}, {"epoch", epoch_}, {"data", c_.data.test},
+                         {"top1", r.top1_pct()}, {"top5", r.top5_pct()}, {"loss", r.loss()}, {"samples", r.samples},
+                         {"time_s", now_s() - t0}});
 }
 
 // One micro-batch: read, (mixup), forward, loss, backward; the last one feeds the Communicator.
@@ -403,6 +420,7 @@ Status Trainer::train() {
                       run_end;
     if (ckpt) SX_TRY(save_checkpoint());
   }
+  if (step_ >= job_.total_steps) SX_TRY(run_test());
   if (writer_) SX_TRY(writer_->wait().with_context("checkpoint write"));
   const double total = now_s() - t_start;
   say("done: " + std::to_string(step_ - first_step) + " steps in " + format_duration(total) + "; run directory " +
