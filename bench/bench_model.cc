@@ -110,10 +110,12 @@ Status run_model(const ModelBenchOptions& o) {
   Series infer;
   int64_t reorders_forward = 0;
   if (infer_iters > 0) {
+    backend->freeze_weights(true);  // as sx_infer: the weights stay converted between forwards
     SX_TRY(time_series(*backend, o.warmup, infer_iters, &infer, [&] { return net->forward(false); }));
     int64_t r0 = backend->reorder_count();
     SX_TRY(net->forward(false));
     reorders_forward = backend->reorder_count() - r0;
+    backend->freeze_weights(false);
   }
 
   const model::SgdHyper hyper{.lr = o.lr, .momentum = o.momentum, .nesterov = false};

@@ -296,6 +296,12 @@ class Backend {
 
   // Number of layout conversions (reorders) executed so far; a test and the benchmark read it.
   virtual int64_t reorder_count() const = 0;
+
+  // Inference: the caller promises that no parameter changes until freeze_weights(false), so ops may
+  // keep weights converted to their own formats between forwards instead of converting them on
+  // every call (sx_infer, the benchmark's inference loop). Each call starts a new promise: ops
+  // convert once more after it. Writing parameters while frozen gives stale results.
+  virtual void freeze_weights(bool frozen) { (void)frozen; }
 };
 
 struct BackendOptions {

@@ -228,6 +228,49 @@ TEST(ConvLayout, DenseConvBetweenBlockedLayersDoesNotReorder) {
   if (level >= CpuIsa::kAvx2) EXPECT_EQ(be->reorder_count(), before) << "backward at " << cpu_isa_name(level);
 }
 
+// freeze_weights: while frozen, a forward keeps the weights it converted in this freeze (writing
+// them anyway shows the old ones: the conversion really is skipped); every freeze_weights call
+// starts over, so weights changed before a freeze (a training step, then eval) are never stale.
+TEST(ConvLayout, FrozenWeightsAreConvertedOncePerFreeze) {
+  auto be = make_cpu_backend({.threads = 2});
+  ConvDesc d{.in = {2, 32, 6, 6}, .in_layout = be->activation_layout(32), .oc = 64, .kh = 1, .kw = 1};
+  auto op = be->make_conv(d);
+  ASSERT_TRUE(op.is_ok()) << op.status().to_string();
+  auto x = make_tensor(*be, d.in, d.in_layout);
+  auto y = make_tensor(*be, (*op)->out_dims(), (*op)->out_layout());
+  std::vector<float> xh(size_t(d.in.count()));
+  std::mt19937 rng(3);
+  std::uniform_real_distribution<float> u(-1.f, 1.f);
+  for (float& v : xh) v = u(rng);
+  ASSERT_TRUE(be->upload_nchw(xh.data(), x.t).is_ok());
+  const size_t wn = size_t(64) * 32;
+  Buffer wbuf = be->allocate(wn * sizeof(float));
+  float* w = static_cast<float*>(wbuf.get());
+  auto set_weights = [&](float scale) {
+    std::mt19937 g(5);
+    for (size_t i = 0; i < wn; ++i) w[i] = scale * u(g);
+  };
+  auto run = [&] {
+    EXPECT_TRUE((*op)->forward(x.t, w, y.t).is_ok());
+    return download(*be, y.t);
+  };
+  set_weights(1.f);
+  const std::vector<float> y1 = run();  // not frozen: converts
+  set_weights(2.f);
+  const std::vector<float> y2 = run();
+  ASSERT_NE(y1, y2);
+
+  be->freeze_weights(true);  // weights changed before the freeze: converted again
+  EXPECT_EQ(run(), y2);
+  set_weights(1.f);          // breaks the promise: the frozen forward keeps the converted weights
+  EXPECT_EQ(run(), y2);
+  be->freeze_weights(true);  // a new promise: converts once more
+  EXPECT_EQ(run(), y1);
+  be->freeze_weights(false);
+  set_weights(2.f);
+  EXPECT_EQ(run(), y2);
+}
+
 TEST(ConvLayout, RejectsWrongTensorLayout) {
   auto be = make_cpu_backend({.threads = 2});
   ConvDesc d{.in = {1, 16, 4, 4}, .in_layout = be->activation_layout(16), .oc = 16};

@@ -39,6 +39,12 @@ Status check_finite_parameters(model::Network& net) {
 
 StatusOr<EvalResult> evaluate(model::Network& net, dataplane::Reader& reader, MpiEnv& env) {
   const int k = net.spec().num_classes;
+  // No parameter changes during an eval: the convolutions keep their converted weights.
+  struct Frozen {
+    model::Backend& be;
+    explicit Frozen(model::Backend& b) : be(b) { be.freeze_weights(true); }
+    ~Frozen() { be.freeze_weights(false); }
+  } frozen(net.backend());
   SX_TRY(reader.start_epoch(0, 0));
   EvalResult local;
   std::vector<float> logits;

@@ -158,6 +158,7 @@ StatusOr<int> run(const Options& o) {
                       sx::storage::load_checkpoint(file, sx::worker::checkpoint_slots(*net, false), {.skip_mismatched = true}));
   if (!loaded.skipped.empty()) return Status::invalid_argument(file + ": does not fit the model: " + loaded.skipped[0]);
   SX_TRY(sx::worker::check_finite_parameters(*net).with_context(file));
+  backend->freeze_weights(true);  // the parameters are read-only from here on
 
   sx::dataplane::TransformConfig t = sx::worker::data_transform(config, job, shape.channels, /*train=*/false);
   const bool small = t.mode == sx::dataplane::TransformMode::kSmallEval;

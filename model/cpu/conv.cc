@@ -175,8 +175,11 @@ class CpuConvOp final : public CpuConv {
     SX_TRY(check(x, d_.in, d_.in_layout, "conv forward x"));
     SX_TRY(check(y, out_, out_layout_, "conv forward y"));
     return dnnl_call("conv forward", [&] {
-      w_to_fwd_.run(be_.stream(), const_cast<float*>(w), w_fwd_.data());
-      w_fwd_source_ = w;
+      if (!(be_.weights_frozen() && w_fwd_source_ == w && w_fwd_epoch_ == be_.freeze_epoch())) {
+        w_to_fwd_.run(be_.stream(), const_cast<float*>(w), w_fwd_.data());
+        w_fwd_source_ = w;
+        w_fwd_epoch_ = be_.freeze_epoch();
+      }
       const memory& src = fwd_x_.input(be_, x.data);
       const memory& dst = fwd_y_.output(be_, y.data);
       fwd_.execute(be_.stream(), {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, w_fwd_.mem}, {DNNL_ARG_DST, dst}});
@@ -195,6 +198,7 @@ class CpuConvOp final : public CpuConv {
       } else if (w_fwd_source_ != w) {  // no forward with these weights yet
         w_to_fwd_.run(be_.stream(), const_cast<float*>(w), w_fwd_.data());
         w_fwd_source_ = w;
+        w_fwd_epoch_ = be_.freeze_epoch();
       }
       const memory& ddst = bd_dy_.input(be_, dy.data);
       const memory& dsrc = bd_dx_.output(be_, dx.data);
@@ -304,6 +308,7 @@ class CpuConvOp final : public CpuConv {
   OwnedMemory w_acc_;                         // W^T in acc_'s format
   PlannedReorder w_to_acc_;
   const float* w_fwd_source_ = nullptr;       // the plain weights w_fwd_ was last filled from
+  uint64_t w_fwd_epoch_ = 0;                  // ... in this freeze epoch (CpuBackend::freeze_weights)
 };
 
 }  // namespace

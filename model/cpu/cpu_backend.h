@@ -60,6 +60,14 @@ class CpuBackend final : public Backend {
                   const SgdHyper& hyper) override;
 
   int64_t reorder_count() const override { return reorders_.load(); }
+  void freeze_weights(bool frozen) override {
+    frozen_ = frozen;
+    ++freeze_epoch_;
+  }
+  // While weights_frozen(), an op's converted weights stay valid as long as they were converted in
+  // this freeze_epoch().
+  bool weights_frozen() const { return frozen_; }
+  uint64_t freeze_epoch() const { return freeze_epoch_; }
 
   // ---- for the op implementations ----
   dnnl::engine& engine() { return engine_; }
@@ -81,6 +89,8 @@ class CpuBackend final : public Backend {
   dnnl::engine engine_;
   dnnl::stream stream_;
   std::atomic<int64_t> reorders_{0};
+  bool frozen_ = false;
+  uint64_t freeze_epoch_ = 0;
   Buffer scratch_[kScratchSlots];
   size_t scratch_bytes_[kScratchSlots] = {};
 };
