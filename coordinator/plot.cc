@@ -4,13 +4,13 @@
 #include <cmath>
 #include <cstdio>
 #include <fstream>
-#include <limits>
+#include <optional>
 #include <map>
 
 #include <nlohmann/json.hpp>
 #include <opencv2/core.hpp>
-#include <opencv2/imgcodecs.hpp>
-#include <opencv2/imgproc.hpp>
+
+#include "common/plot.h"
 
 namespace sx::coord {
 namespace {
@@ -26,55 +26,16 @@ double num(const nlohmann::json& j, const char* key) {
   return it != j.end() && it->is_number() ? it->get<double>() : NAN;
 }
 
-std::string fmt(double v) {
-  char buf[32];
-  std::snprintf(buf, sizeof(buf), std::fabs(v) >= 1e4 || (v != 0 && std::fabs(v) < 1e-3) ? "%.2e" : "%.4g", v);
-  return buf;
-}
-
-// One panel: frame, y range labels, x range labels, title, polyline of the finite points.
+// One panel of `sx_coord plot`: y against epoch, over the range of its finite points.
 void draw_panel(cv::Mat& img, cv::Rect box, const std::string& title, const std::vector<double>& xs,
                 const std::vector<double>& ys, cv::Scalar color) {
-  const cv::Scalar ink(40, 40, 40), grid(220, 220, 220);
-  cv::Rect plot(box.x + 70, box.y + 30, box.width - 90, box.height - 60);
-  cv::rectangle(img, plot, ink, 1);
-  cv::putText(img, title, {box.x + 70, box.y + 20}, cv::FONT_HERSHEY_SIMPLEX, 0.6, ink, 1, cv::LINE_AA);
-  double x0 = std::numeric_limits<double>::max(), x1 = -x0, y0 = x0, y1 = -x0;
-  for (size_t i = 0; i < xs.size(); ++i) {
-    if (!std::isfinite(xs[i]) || !std::isfinite(ys[i])) continue;
-    x0 = std::min(x0, xs[i]), x1 = std::max(x1, xs[i]), y0 = std::min(y0, ys[i]), y1 = std::max(y1, ys[i]);
-  }
-  if (x0 > x1) {
-    cv::putText(img, "no data", {plot.x + plot.width / 2 - 30, plot.y + plot.height / 2}, cv::FONT_HERSHEY_SIMPLEX, 0.5,
-                ink, 1, cv::LINE_AA);
-    return;
-  }
-  if (x1 - x0 < 1e-12) x0 -= 0.5, x1 += 0.5;
-  if (y1 - y0 < 1e-12) y0 -= std::max(1e-6, std::fabs(y0) * 0.05), y1 += std::max(1e-6, std::fabs(y1) * 0.05);
-  for (int k = 1; k < 4; ++k) {
-    int y = plot.y + plot.height * k / 4;
-    cv::line(img, {plot.x + 1, y}, {plot.x + plot.width - 1, y}, grid, 1);
-  }
-  auto px = [&](double x, double y) {
-    return cv::Point(plot.x + static_cast<int>(std::lround((x - x0) / (x1 - x0) * plot.width)),
-                     plot.y + plot.height - static_cast<int>(std::lround((y - y0) / (y1 - y0) * plot.height)));
-  };
-  cv::Point prev(-1, -1);
-  for (size_t i = 0; i < xs.size(); ++i) {
-    if (!std::isfinite(xs[i]) || !std::isfinite(ys[i])) continue;
-    cv::Point p = px(xs[i], ys[i]);
-    if (prev.x >= 0) cv::line(img, prev, p, color, 2, cv::LINE_AA);
-    else cv::circle(img, p, 2, color, -1);
-    prev = p;
-  }
-  const double fs = 0.45;
-  cv::putText(img, fmt(y1), {box.x + 5, plot.y + 10}, cv::FONT_HERSHEY_SIMPLEX, fs, ink, 1, cv::LINE_AA);
-  cv::putText(img, fmt(y0), {box.x + 5, plot.y + plot.height}, cv::FONT_HERSHEY_SIMPLEX, fs, ink, 1, cv::LINE_AA);
-  cv::putText(img, fmt(x0), {plot.x, plot.y + plot.height + 18}, cv::FONT_HERSHEY_SIMPLEX, fs, ink, 1, cv::LINE_AA);
-  cv::putText(img, fmt(x1), {plot.x + plot.width - 40, plot.y + plot.height + 18}, cv::FONT_HERSHEY_SIMPLEX, fs, ink, 1,
-              cv::LINE_AA);
-  cv::putText(img, "epoch", {plot.x + plot.width / 2 - 20, plot.y + plot.height + 18}, cv::FONT_HERSHEY_SIMPLEX, fs, ink,
-              1, cv::LINE_AA);
+  plot::Series xy;
+  for (size_t i = 0; i < xs.size(); ++i) xy.push_back({xs[i], ys[i]});
+  const cv::Rect area(box.x + 75, box.y + 30, box.width - 95, box.height - 75);
+  const std::optional<plot::Panel> p = plot::Panel::fit(area, {&xy});
+  if (!p) return plot::draw_empty(img, area, title);
+  plot::draw_axes(img, *p, title, "epoch");
+  plot::draw_series(img, *p, xy, color);
 }
 
 }  // namespace
@@ -130,12 +91,7 @@ Status plot_metrics(const std::string& metrics_path, const std::string& png_path
   draw_panel(img, {w, 0, w, h}, "accuracy", s.epoch, s.accuracy, cv::Scalar(40, 150, 40));
   draw_panel(img, {0, h, w, h}, "learning rate", s.epoch, s.lr, cv::Scalar(30, 30, 200));
   draw_panel(img, {w, h, w, h}, "img/s (sum over ranks)", s.epoch, s.img_per_sec, cv::Scalar(150, 40, 150));
-  try {
-    if (!cv::imwrite(png_path, img)) return Status::unavailable("could not write " + png_path);
-  } catch (const cv::Exception& e) {
-    return Status::unavailable("could not write " + png_path + ": " + e.what());
-  }
-  return Status::ok();
+  return plot::write_png(img, png_path);
 }
 
 }  // namespace sx::coord
