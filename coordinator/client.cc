@@ -2,10 +2,12 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <sstream>
 
 #include <zmq.hpp>
 
+#include "common/guard.h"
 #include "coordinator/job_dir.h"
 #include "coordinator/log.h"
 #include "coordinator/protocol.h"
@@ -176,7 +178,16 @@ StatusOr<RankTable> CoordClient::register_rank(RegisterRank me, const MpiView& m
   }
   SX_TRY(verify_rank_table(table, me, mpi));
   generation_ = table.generation;
-  if (!thread_.joinable()) thread_ = std::thread([this] { heartbeat_loop(); });
+  if (!thread_.joinable())
+    thread_ = std::thread([this] {
+      // The thread boundary: an exception ends the heartbeats with a line (the coordinator then sees
+      // this rank go silent) instead of std::terminate.
+      try {
+        heartbeat_loop();
+      } catch (...) {
+        std::fprintf(stderr, "sx coord client: heartbeat thread stopped: %s\n", current_exception_text().c_str());
+      }
+    });
   return table;
 }
 

@@ -40,18 +40,6 @@ std::string base_name(std::string dir) {
   return slash == std::string::npos ? dir : dir.substr(slash + 1);
 }
 
-// Another live sx_coord on this job dir would fight over the state file.
-Status check_no_other_server(const std::string& job_dir) {
-  auto info = read_server_info(job_dir);
-  if (!info.is_ok() || info->pid <= 0 || info->pid == getpid()) return Status::ok();
-  if (kill(static_cast<pid_t>(info->pid), 0) != 0) return Status::ok();
-  std::ifstream cmd("/proc/" + std::to_string(info->pid) + "/cmdline");
-  std::string line((std::istreambuf_iterator<char>(cmd)), std::istreambuf_iterator<char>());
-  if (line.find("sx_coord") == std::string::npos) return Status::ok();  // pid reused by something else
-  return Status::unavailable("another sx_coord (pid " + std::to_string(info->pid) + ") already serves " + job_dir +
-                             " at " + info->endpoint + ". HINT: stop it first, or use another --job dir");
-}
-
 }  // namespace
 
 double monotonic_seconds() {
@@ -73,7 +61,11 @@ StatusOr<std::unique_ptr<Server>> Server::open(ServerOptions opts) {
   if (opts.pub.empty()) opts.pub = default_pub(opts.listen);
   if (::access(opts.job_dir.c_str(), W_OK) != 0)
     return Status::not_found("job dir " + opts.job_dir + " does not exist or is not writable. HINT: mkdir -p " + opts.job_dir);
-  SX_TRY(check_no_other_server(opts.job_dir));
+  // One server per job dir (two would fight over the state file): DIR/coord.lock, held until exit.
+  SX_ASSIGN_OR_RETURN(std::unique_ptr<storage::RunLock> lock,
+                      storage::RunLock::acquire(opts.job_dir, "coord.lock", "sx_coord serve"));
+  if (lock->taken_over())
+    log_info(kWho, lock->path() + ": took over the lock left by " + lock->taken_over()->describe() + " (no longer running)");
 
   JobFiles files{opts.job_dir};
   CoordState state(opts.job_name, opts.dead_after, opts.stall_after);
@@ -93,6 +85,7 @@ StatusOr<std::unique_ptr<Server>> Server::open(ServerOptions opts) {
                        " ranks, " + std::to_string(state.overrides().size()) + " overrides");
   }
   std::unique_ptr<Server> s(new Server(std::move(opts), std::move(state)));
+  s->lock_ = std::move(lock);
   SX_TRY(s->bind());
   s->metrics_ = std::fopen(files.metrics().c_str(), "a");
   if (!s->metrics_) return Status::unavailable("cannot append to " + files.metrics());

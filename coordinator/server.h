@@ -10,6 +10,7 @@
 #include "common/status.h"
 #include "coordinator/job_dir.h"
 #include "coordinator/state.h"
+#include "storage/run_lock.h"
 
 namespace zmq {
 class context_t;
@@ -54,6 +55,7 @@ class Server {
   void reject(uint64_t request_id, ErrorCode code, const std::string& why, Message* reply);
 
   ServerOptions opts_;
+  std::unique_ptr<storage::RunLock> lock_;  // DIR/coord.lock: one server per job dir
   CoordState state_;
   JobFiles files_;
   ServerInfo info_;

@@ -14,6 +14,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "common/guard.h"
 #include "coordinator/job_dir.h"
 #include "coordinator/plot.h"
 #include "coordinator/report.h"
@@ -70,7 +71,7 @@ int serve(ServerOptions opts) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+static int coord_main(int argc, char** argv) {
   // `sx_coord --job DIR --listen ...` (the DESIGN.md spelling) means `sx_coord serve ...`.
   std::vector<std::string> args(argv + 1, argv + argc);
   if (!args.empty() && args[0].rfind("--", 0) == 0 && args[0] != "--help" && args[0] != "-h")
@@ -189,4 +190,8 @@ int main(int argc, char** argv) {
     return 0;
   }
   return 0;
+}
+
+int main(int argc, char** argv) {
+  return sx::guarded_main("sx_coord", [&] { return coord_main(argc, argv); });
 }

@@ -147,7 +147,7 @@ StatusOr<Manifest> manifest_from_json(const json& j, const std::string& source) 
     if (info.file.empty() || info.file.find('/') != std::string::npos || info.file[0] == '.')
       return key_error(where, "file", "expected a plain file name in the manifest's directory, got \"" +
                                           info.file + "\"");
-    SX_ASSIGN_OR_RETURN(info.num_samples, get_int(s, where, "num_samples", 1, kMax));
+    SX_ASSIGN_OR_RETURN(info.num_samples, get_int(s, where, "num_samples", 1, kMaxShardSamples));
     SX_ASSIGN_OR_RETURN(info.first_index, get_int(s, where, "first_index", 0, kMax));
     if (info.first_index != next)
       return key_error(where, "first_index",
@@ -176,9 +176,38 @@ StatusOr<Manifest> load_manifest(const std::string& dir) {
                                std::string(kManifestName) + " last) or was not made by sx_prep");
     return Status::not_found(path + ": not found (no such directory " + dir + ")");
   }
+  std::error_code ec;
+  const auto bytes = std::filesystem::file_size(path, ec);
+  if (ec || !std::filesystem::is_regular_file(path, ec))
+    return Status::invalid_argument(path + ": not a regular file");
+  if (int64_t(bytes) > kMaxManifestBytes)
+    return Status::invalid_argument(path + ": " + std::to_string(bytes) + " bytes, more than a manifest can be (" +
+                                    std::to_string(kMaxManifestBytes) + ")");
   json j = json::parse(in, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) return Status::invalid_argument(path + ": not valid JSON");
-  return manifest_from_json(j, path);
+  SX_ASSIGN_OR_RETURN(Manifest m, manifest_from_json(j, path));
+  // Validate, then allocate: readers size per-epoch permutations (8 bytes a sample) from num_samples,
+  // so every shard's count must be backed by its file (24 bytes a sample at least). A missing shard
+  // fails when it is read; the samples it claims are capped meanwhile.
+  int64_t unbacked = 0;
+  for (size_t i = 0; i < m.shards.size(); ++i) {
+    const ShardInfo& s = m.shards[i];
+    const std::string file = (std::filesystem::path(dir) / s.file).string();
+    const auto size = std::filesystem::file_size(file, ec);
+    if (ec) {
+      unbacked += s.num_samples;
+      continue;
+    }
+    if (s.num_samples > int64_t(size) / kShardBytesPerSample)
+      return key_error(path + " shards[" + std::to_string(i) + "]", "num_samples",
+                       "is " + std::to_string(s.num_samples) + " but " + file + " has only " + std::to_string(size) +
+                           " bytes (at least " + std::to_string(kShardBytesPerSample) + " per sample)");
+  }
+  constexpr int64_t kMaxUnbacked = int64_t{1} << 26;
+  if (unbacked > kMaxUnbacked)
+    return Status::not_found(path + ": shard files holding " + std::to_string(unbacked) +
+                             " samples are missing. HINT: the dataset is incomplete; re-run sx_prep");
+  return m;
 }
 
 Status save_manifest(const std::string& dir, const Manifest& m) {

@@ -1,6 +1,7 @@
 #include "dataplane/prep_files.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -32,14 +33,21 @@ Status fsync_path(const std::string& path, bool directory) {
 
 }  // namespace
 
-StatusOr<std::vector<uint8_t>> read_file_bytes(const std::string& path) {
+StatusOr<std::vector<uint8_t>> read_file_bytes(const std::string& path, int64_t max_bytes) {
   Fd f;
-  f.fd = ::open(path.c_str(), O_RDONLY);
+  f.fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);  // O_NONBLOCK: a FIFO does not hang the open
   if (f.fd < 0) {
     if (errno == ENOENT) return Status::not_found("file not found: " + path);
     return Status::not_found("cannot open " + path + ": " + errno_text());
   }
+  struct stat st;
+  if (::fstat(f.fd, &st) != 0) return Status::data_loss("stat " + path + ": " + errno_text());
+  if (!S_ISREG(st.st_mode)) return Status::invalid_argument(path + ": not a regular file (a device, FIFO or directory)");
+  if (st.st_size > max_bytes)
+    return Status::invalid_argument(path + ": " + std::to_string(st.st_size) + " bytes, more than --max-file-bytes " +
+                                    std::to_string(max_bytes));
   std::vector<uint8_t> bytes;
+  bytes.reserve(size_t(st.st_size));
   uint8_t buf[1 << 16];
   for (;;) {
     ssize_t n = ::read(f.fd, buf, sizeof(buf));
@@ -48,6 +56,8 @@ StatusOr<std::vector<uint8_t>> read_file_bytes(const std::string& path) {
       return Status::data_loss("read error in " + path + ": " + errno_text());
     }
     if (n == 0) break;
+    if (int64_t(bytes.size()) + n > max_bytes)  // it grew while we read
+      return Status::invalid_argument(path + ": more than --max-file-bytes " + std::to_string(max_bytes) + " bytes");
     bytes.insert(bytes.end(), buf, buf + n);
   }
   return bytes;
@@ -85,6 +95,8 @@ Status write_file_atomic(const std::string& final_path, const std::string& bytes
   std::filesystem::path p(final_path);
   std::string tmp_name = p.filename().string();  // built by append: GCC 12 warns (-Wrestrict) on "." + s
   tmp_name.insert(0, 1, '.');
+  tmp_name += '.';  // + the pid: two writers never share a temporary
+  tmp_name += std::to_string(::getpid());
   tmp_name += ".tmp";
   std::string tmp = (p.parent_path() / tmp_name).string();
   {

@@ -12,7 +12,9 @@
 namespace sx::dataplane {
 
 // Whole file; NotFound when missing, DataLoss when it cannot be read completely.
-StatusOr<std::vector<uint8_t>> read_file_bytes(const std::string& path);
+// Reads a regular file whole (a device, FIFO or directory is refused without reading; a file larger
+// than max_bytes is refused before allocating).
+StatusOr<std::vector<uint8_t>> read_file_bytes(const std::string& path, int64_t max_bytes = int64_t{1} << 30);
 // zlib crc32 of the whole file.
 StatusOr<uint32_t> crc32_of_file(const std::string& path);
 // fsync(tmp), rename(tmp, final), and fsync(directory of final) when sync_dir. Many renames into

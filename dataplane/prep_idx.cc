@@ -1,5 +1,6 @@
 #include "dataplane/prep_idx.h"
 
+#include <sys/stat.h>
 #include <zlib.h>
 
 #include <algorithm>
@@ -7,6 +8,7 @@
 #include <cstdio>
 #include <cstring>
 #include <memory>
+#include <tuple>
 
 namespace sx::dataplane {
 namespace {
@@ -33,6 +35,27 @@ Status read_exact(gzFile f, uint8_t* dst, size_t n, const std::string& path, con
   if (done != n)
     return Status::data_loss(path + ": truncated: " + what + " needs " + std::to_string(n) + " bytes, file has " +
                              std::to_string(done));
+  return Status::ok();
+}
+
+// Reads n bytes into out, growing it as data arrive (at most 64 MiB ahead of what the file gave), so a
+// header that claims more than the file holds fails as truncated instead of allocating the claim.
+Status read_growing(gzFile f, std::vector<uint8_t>& out, size_t n, const std::string& path, const char* what) {
+  constexpr size_t kStep = size_t{64} << 20;
+  out.clear();
+  size_t done = 0;
+  while (done < n) {
+    const size_t want = std::min(n - done, kStep);
+    out.resize(done + want);
+    Status st = read_exact(f, out.data() + done, want, path, what);
+    if (!st.is_ok()) {
+      if (st.code() == StatusCode::kDataLoss && st.message().find("truncated") != std::string::npos)
+        return Status::data_loss(path + ": truncated: " + what + " needs " + std::to_string(n) +
+                                 " bytes (from the header), the file has fewer");
+      return st;
+    }
+    done += want;
+  }
   return Status::ok();
 }
 
@@ -79,10 +102,26 @@ StatusOr<IdxDataset> read_idx(const std::string& images_path, const std::string&
   ds.count = idims[0];
   ds.rows = static_cast<int>(idims[1]);
   ds.cols = static_cast<int>(idims[2]);
-  ds.pixels.resize(static_cast<size_t>(ds.count) * ds.rows * ds.cols);
-  ds.labels.resize(static_cast<size_t>(ds.count));
-  SX_TRY(read_exact(images.get(), ds.pixels.data(), ds.pixels.size(), images_path, "the pixel data"));
-  SX_TRY(read_exact(labels.get(), ds.labels.data(), ds.labels.size(), labels_path, "the label data"));
+  // count < 2^32 and rows, cols <= 2^16: the product fits in 64 bits. Validate, then allocate: a
+  // plain (not gzipped) file must hold at least header + data; a gzipped one is read in steps, so
+  // a header that lies fails at the end of the stream, not in the allocator.
+  const uint64_t pixel_bytes = uint64_t(ds.count) * uint64_t(ds.rows) * uint64_t(ds.cols);
+  constexpr uint64_t kMaxBytes = uint64_t{1} << 40;
+  if (pixel_bytes > kMaxBytes)
+    return Status::invalid_argument(images_path + ": the header declares " + std::to_string(ds.count) + " images of " +
+                                    std::to_string(ds.rows) + "x" + std::to_string(ds.cols) + " = " +
+                                    std::to_string(pixel_bytes) + " bytes, more than the 1 TiB this reader accepts");
+  for (const auto& [f, path, bytes, header] :
+       {std::tuple{images.get(), images_path, pixel_bytes, uint64_t{16}},
+        std::tuple{labels.get(), labels_path, uint64_t(ds.count), uint64_t{8}}}) {
+    struct stat st;
+    if (gzdirect(f) && ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) && uint64_t(st.st_size) < header + bytes)
+      return Status::data_loss(path + ": truncated: the header declares " + std::to_string(bytes) +
+                               " data bytes (a file of " + std::to_string(header + bytes) + " bytes), the file has " +
+                               std::to_string(st.st_size));
+  }
+  SX_TRY(read_growing(images.get(), ds.pixels, size_t(pixel_bytes), images_path, "the pixel data"));
+  SX_TRY(read_growing(labels.get(), ds.labels, size_t(ds.count), labels_path, "the label data"));
   return ds;
 }
 

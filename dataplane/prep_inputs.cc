@@ -35,7 +35,8 @@ std::string BadInput::to_string() const {
   return s + ": " + reason;
 }
 
-StatusOr<ListFile> parse_list_file(const std::string& list_path, const std::string& root, int num_classes) {
+StatusOr<ListFile> parse_list_file(const std::string& list_path, const std::string& root, int num_classes,
+                                   bool allow_outside_root) {
   std::ifstream in(list_path, std::ios::binary);
   if (!in) return Status::not_found("list file " + list_path + ": cannot open");
   ListFile out;
@@ -71,6 +72,15 @@ StatusOr<ListFile> parse_list_file(const std::string& list_path, const std::stri
       out.bad.push_back({lineno, where, rel, "label " + label_text + " is out of range " + range +
                                                  (num_classes > 0 ? " (--num-classes " + std::to_string(num_classes) + ")" : "")});
       continue;
+    }
+    if (!allow_outside_root) {
+      const fs::path norm = fs::path(rel).lexically_normal();
+      if (norm.is_absolute() || norm.empty() || *norm.begin() == "..") {
+        out.bad.push_back({lineno, where, rel,
+                           "path leaves " + (root.empty() ? std::string("the current directory") : "--root " + root) +
+                               " (absolute or '..'). HINT: --allow-outside-root if that is intended"});
+        continue;
+      }
     }
     PrepItem item;
     item.path = root.empty() ? rel : (fs::path(root) / rel).string();

@@ -38,7 +38,10 @@ struct ListFile {
 // ImageNet list-file format (PaddleClas): "relative/path.jpeg label" per line, path = everything
 // before the last space (so paths may contain spaces). CRLF endings and blank lines are accepted.
 // num_classes > 0 range-checks labels to [0, num_classes); otherwise only label >= 0.
-StatusOr<ListFile> parse_list_file(const std::string& list_path, const std::string& root, int num_classes);
+// A path that leaves the root (absolute, or `..` after normalising; the current directory when
+// root is empty) is a BadInput unless allow_outside_root.
+StatusOr<ListFile> parse_list_file(const std::string& list_path, const std::string& root, int num_classes,
+                                   bool allow_outside_root = false);
 
 struct FolderTree {
   std::vector<PrepItem> items;

@@ -67,7 +67,7 @@ Sample finish_sample(cv::Mat img, const PrepOptions& o) {
 }
 
 Sample convert_file(const PrepItem& item, const PrepOptions& o) {
-  StatusOr<std::vector<uint8_t>> bytes = read_file_bytes(item.path);
+  StatusOr<std::vector<uint8_t>> bytes = read_file_bytes(item.path, o.max_file_bytes);
   if (!bytes.is_ok()) {
     Sample s;
     s.error = bytes.status().code() == StatusCode::kNotFound ? "missing file (" + item.path + ")"
@@ -217,7 +217,7 @@ StatusOr<PrepResult> run_prep(const PrepOptions& opts) {
   std::vector<BadInput> bad;
   IdxDataset idx;
   if (o.format == "list") {
-    SX_ASSIGN_OR_RETURN(ListFile lf, parse_list_file(o.list, o.root, o.num_classes));
+    SX_ASSIGN_OR_RETURN(ListFile lf, parse_list_file(o.list, o.root, o.num_classes, o.allow_outside_root));
     items = std::move(lf.items);
     bad = std::move(lf.bad);
     if (o.num_classes == 0) o.num_classes = lf.max_label + 1;

@@ -30,6 +30,8 @@ struct PrepOptions {
   int threads = 1;
   int channels = 0;         // 0 = 3 for list/folder, 1 for idx
   int64_t max_pixels = 89478485;
+  int64_t max_file_bytes = int64_t{1} << 30;  // --max-file-bytes: larger input files are bad inputs
+  bool allow_outside_root = false;            // --allow-outside-root: list paths may be absolute or use '..' 
   bool skip_bad = false;
   std::string bad_report;   // "" = <out>/skipped.txt
   std::string command;      // recorded in the manifest

@@ -4,6 +4,8 @@
 #include <span>
 #include <utility>
 
+#include "common/guard.h"
+
 namespace sx::dataplane {
 
 StatusOr<std::unique_ptr<Reader>> Reader::open(const std::string& dataset_dir, const ReaderConfig& config) {
@@ -158,7 +160,8 @@ void Reader::worker_loop() {
     Slot& s = slots_[size_t(step % int64_t(slots_.size()))];
     ++in_flight_;
     lock.unlock();
-    Status st = load_sample(s.batch, row, scratch, bytes);
+    // The thread boundary: an exception (a bad_alloc for a size a file claimed) is this sample's error.
+    Status st = guarded("reader thread", [&] { return load_sample(s.batch, row, scratch, bytes); });
     lock.lock();
     --in_flight_;
     if (!st.is_ok() && (s.error_row < 0 || row < s.error_row)) {

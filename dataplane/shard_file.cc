@@ -1,5 +1,7 @@
 #include "dataplane/shard_file.h"
 
+#include <sys/stat.h>
+
 #include "dataplane/shard_format.h"
 
 namespace sx::dataplane {
@@ -59,10 +61,11 @@ StatusOr<std::string> read_attr_str(hid_t obj, const char* name, const std::stri
   return out;
 }
 
-// Reads a whole dataset of `expect_rank` dims into out (converted to mem_type); returns dim 0.
+// Reads a whole dataset of `expect_rank` dims, (expect_dim0[, expect_dim1]), into out (converted to
+// mem_type). The shape is checked before anything is allocated.
 template <typename T>
-Status read_all(hid_t file, const char* name, hid_t mem_type, int expect_rank, hsize_t expect_dim1,
-                const std::string& path, std::vector<T>& out, hsize_t* dim0) {
+Status read_all(hid_t file, const char* name, hid_t mem_type, int expect_rank, hsize_t expect_dim0, hsize_t expect_dim1,
+                const std::string& path, std::vector<T>& out) {
   if (H5Lexists(file, name, H5P_DEFAULT) <= 0) return Status::data_loss(path + ": missing dataset " + name);
   H5Id dset(H5Dopen2(file, name, H5P_DEFAULT), H5Dclose);
   if (!dset.valid()) return fail(path, std::string("cannot open dataset ") + name);
@@ -71,10 +74,13 @@ Status read_all(hid_t file, const char* name, hid_t mem_type, int expect_rank, h
   if (H5Sget_simple_extent_ndims(space.get()) != expect_rank ||
       H5Sget_simple_extent_dims(space.get(), dims, nullptr) < 0 || (expect_rank == 2 && dims[1] != expect_dim1))
     return Status::data_loss(path + ": dataset " + name + " has the wrong shape");
+  if (dims[0] != expect_dim0)
+    return Status::data_loss(path + ": dataset " + name + " has " + std::to_string(dims[0]) + " rows, expected " +
+                             std::to_string(expect_dim0) + " (num_samples" + (std::string(name) == "/offsets" ? " + 1" : "") +
+                             ")");
   out.resize(size_t(dims[0]) * (expect_rank == 2 ? expect_dim1 : 1));
   if (dims[0] > 0 && H5Dread(dset.get(), mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, out.data()) < 0)
     return fail(path, std::string("cannot read dataset ") + name);
-  *dim0 = dims[0];
   return Status::ok();
 }
 
@@ -110,17 +116,27 @@ StatusOr<std::unique_ptr<ShardFile>> ShardFile::open(const std::string& path, si
   SX_ASSIGN_OR_RETURN(int64_t n, read_attr_i64(f, "num_samples", path));
   SX_ASSIGN_OR_RETURN(s->first_index_, read_attr_i64(f, "first_index", path));
 
-  hsize_t n_offsets = 0, n_shapes = 0, n_labels = 0;
+  // Validate, then allocate: the count must be sane and backed by the file's bytes (the index
+  // datasets are stored uncompressed, 24 bytes per sample).
+  struct stat fst;
+  const int64_t file_bytes = ::stat(path.c_str(), &fst) == 0 ? int64_t(fst.st_size) : 0;
+  if (n < 0 || n > kMaxShardSamples || n * kShardBytesPerSample > file_bytes)
+    return Status::data_loss(path + ": num_samples = " + std::to_string(n) + " is not plausible for a file of " +
+                             std::to_string(file_bytes) + " bytes (expected 0.." + std::to_string(kMaxShardSamples) +
+                             ", at least " + std::to_string(kShardBytesPerSample) + " bytes each)");
   std::vector<int32_t> shapes_flat;
-  SX_TRY(read_all(f, "/offsets", H5T_NATIVE_INT64, 1, 0, path, s->offsets_, &n_offsets));
-  SX_TRY(read_all(f, "/shapes", H5T_NATIVE_INT32, 2, 3, path, shapes_flat, &n_shapes));
-  SX_TRY(read_all(f, "/labels", H5T_NATIVE_INT32, 1, 0, path, s->labels_, &n_labels));
-  if (int64_t(n_offsets) != n + 1 || int64_t(n_shapes) != n || int64_t(n_labels) != n)
-    return Status::data_loss(path + ": num_samples = " + std::to_string(n) + " but /offsets, /shapes, /labels have " +
-                             std::to_string(n_offsets) + ", " + std::to_string(n_shapes) + ", " +
-                             std::to_string(n_labels) + " rows (expected n + 1, n, n)");
+  SX_TRY(read_all(f, "/offsets", H5T_NATIVE_INT64, 1, hsize_t(n + 1), 0, path, s->offsets_));
+  SX_TRY(read_all(f, "/shapes", H5T_NATIVE_INT32, 2, hsize_t(n), 3, path, shapes_flat));
+  SX_TRY(read_all(f, "/labels", H5T_NATIVE_INT32, 1, hsize_t(n), 0, path, s->labels_));
   s->shapes_.resize(size_t(n));
-  for (size_t i = 0; i < size_t(n); ++i) s->shapes_[i] = {shapes_flat[3 * i], shapes_flat[3 * i + 1], shapes_flat[3 * i + 2]};
+  for (size_t i = 0; i < size_t(n); ++i) {
+    const int32_t h = shapes_flat[3 * i], w = shapes_flat[3 * i + 1], c = shapes_flat[3 * i + 2];
+    if (h < 1 || w < 1 || (c != 1 && c != 3) || int64_t(h) * int64_t(w) > kMaxSamplePixels)
+      return Status::data_loss(path + ": /shapes row " + std::to_string(i) + " is (" + std::to_string(h) + ", " +
+                               std::to_string(w) + ", " + std::to_string(c) + "); expected H, W >= 1, H·W <= " +
+                               std::to_string(kMaxSamplePixels) + " and C = 1 or 3");
+    s->shapes_[i] = {h, w, c};
+  }
 
   H5Id dapl(H5Pcreate(H5P_DATASET_ACCESS), H5Pclose);
   H5Pset_chunk_cache(dapl.get(), chunk_cache_bytes ? 521 : 0, chunk_cache_bytes, 1.0);

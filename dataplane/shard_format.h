@@ -21,7 +21,14 @@
 //   num_samples (int64), first_index (int64)
 #pragma once
 
+#include <cstdint>
+
 namespace sx::dataplane {
 inline constexpr int kShardFormatVersion = 1;
 inline constexpr const char* kManifestName = "manifest.json";
+// Readers validate what a file says before allocating for it:
+inline constexpr int64_t kMaxShardSamples = int64_t{1} << 30;       // samples in one shard
+inline constexpr int64_t kMaxSamplePixels = 2 * 89478485;          // H·W of one sample (2x PIL's bomb limit)
+inline constexpr int64_t kShardBytesPerSample = 8 + 12 + 4;        // /offsets + /shapes + /labels, uncompressed
+inline constexpr int64_t kMaxManifestBytes = int64_t{256} << 20;   // manifest.json
 }  // namespace sx::dataplane

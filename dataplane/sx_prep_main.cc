@@ -8,6 +8,8 @@
 
 #include <CLI/CLI.hpp>
 
+#include "common/guard.h"
+
 #include "dataplane/prep_pipeline.h"
 
 namespace {
@@ -24,7 +26,8 @@ std::string quote(const std::string& a) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+namespace {
+int prep_main(int argc, char** argv) {
   sx::dataplane::PrepOptions o;
   o.threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   bool no_progress = false;
@@ -56,6 +59,10 @@ int main(int argc, char** argv) {
   app.add_option("--channels", o.channels, "stored channels: 3 = RGB, 1 = gray (default: 3, idx: 1)")->check(CLI::IsMember({1, 3}));
   app.add_option("--max-pixels", o.max_pixels, "refuse images whose header declares more pixels (decompression bombs)")
       ->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--max-file-bytes", o.max_file_bytes, "refuse input files larger than this (not read)")
+      ->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_flag("--allow-outside-root", o.allow_outside_root,
+               "list mode: accept absolute paths and '..' that leave --root (default: such a line is a bad input)");
   app.add_flag("--skip-bad", o.skip_bad, "leave bad inputs out, list them in a report, and go on (default: stop at the first)");
   app.add_option("--bad-report", o.bad_report, "where --skip-bad writes its report (default: OUT/skipped.txt)");
   std::string range;
@@ -98,4 +105,9 @@ int main(int argc, char** argv) {
   if (!r->skipped.empty())
     std::fprintf(stderr, "sx_prep: skipped %zu bad inputs, listed in %s\n", r->skipped.size(), r->report_path.c_str());
   return 0;
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  return sx::guarded_main("sx_prep", [&] { return prep_main(argc, argv); });
 }

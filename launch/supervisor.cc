@@ -24,6 +24,7 @@
 #include "launch/process.h"
 #include "launch/restart_log.h"
 #include "storage/checkpoint.h"
+#include "storage/run_lock.h"
 #include "worker/config.h"
 
 namespace sx::launch {
@@ -96,6 +97,20 @@ RestartRecord record(int attempt, std::string event, std::string reason, const s
   return r;
 }
 
+// 128 random bits, hex.
+std::string random_token() {
+  std::ifstream in("/dev/urandom", std::ios::binary);
+  unsigned char b[16] = {};
+  in.read(reinterpret_cast<char*>(b), sizeof b);
+  std::string out;
+  char hex[3];
+  for (unsigned char c : b) {
+    std::snprintf(hex, sizeof hex, "%02x", c);
+    out += hex;
+  }
+  return out + "-" + std::to_string(::getpid());
+}
+
 class Supervisor {
  public:
   Supervisor(const SupervisorOptions& o, const std::atomic<bool>& stop) : o_(o), stop_(stop) {}
@@ -112,6 +127,8 @@ class Supervisor {
   const std::atomic<bool>& stop_;
   worker::JobConfig base_;
   std::string run_dir_, coord_dir_, job_, endpoint_, worker_endpoint_, coord_bin_, worker_bin_;
+  std::unique_ptr<storage::RunLock> lock_;  // RUN_DIR/run.lock; rank 0 inherits it through lock_token_
+  std::string lock_token_;
   std::unique_ptr<Child> coord_;
   std::unique_ptr<RestartLog> log_;
   std::optional<RestartRecord> pending_;  // the last restart, written once its first step is seen
@@ -153,6 +170,7 @@ std::vector<std::string> Supervisor::mpirun_argv(const std::vector<Host>& hosts,
   a.insert(a.end(), {"-np", std::to_string(total_slots(hosts)), "--host", mpirun_host_arg(hosts)});
   if (!o_.agent.empty()) a.insert(a.end(), {"--mca", "plm_rsh_agent", o_.agent, "--mca", "plm_rsh_no_tree_spawn", "1"});
   a.insert(a.end(), o_.mpirun_args.begin(), o_.mpirun_args.end());
+  a.insert(a.end(), {"-x", "SX_RUN_LOCK_TOKEN"});  // rank 0 inherits the launcher's run-dir lock
   a.push_back(worker_bin_);
   if (!o_.config.empty()) a.insert(a.end(), {"-c", o_.config});
   auto add = [&a](const std::string& kv) { a.insert(a.end(), {"-o", kv}); };
@@ -201,6 +219,13 @@ StatusOr<int> Supervisor::run() {
   std::error_code ec;
   fs::create_directories(coord_dir_, ec);
   if (ec) return Status::unavailable(coord_dir_ + ": cannot create: " + ec.message());
+  // One job per run dir: held for the whole supervision; the workers' rank 0 inherits it (the token
+  // travels in SX_RUN_LOCK_TOKEN), a rank 0 of any other job is refused.
+  lock_token_ = random_token();
+  SX_ASSIGN_OR_RETURN(lock_, storage::RunLock::acquire(run_dir_, "run.lock", "sx_launch", lock_token_));
+  if (lock_->taken_over())
+    say(lock_->path() + ": took over the lock left by " + lock_->taken_over()->describe() + " (no longer running)");
+  ::setenv("SX_RUN_LOCK_TOKEN", lock_token_.c_str(), 1);
   log_ = std::make_unique<RestartLog>(run_dir_ + "/launch.jsonl");
   coord_bin_ = o_.coord_bin.empty() ? self_dir() + "/sx_coord" : o_.coord_bin;
   worker_bin_ = o_.worker.empty() ? self_dir() + "/sx_worker" : o_.worker;

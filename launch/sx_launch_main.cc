@@ -7,6 +7,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "common/guard.h"
 #include "launch/supervisor.h"
 
 namespace {
@@ -21,7 +22,7 @@ int fail(const sx::Status& s) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+static int launch_main(int argc, char** argv) {
   CLI::App app{
       "sx_launch: runs sx_worker under mpirun over a host list with sx_coord watching it; when the job fails or "
       "hangs (a rank dead or stalled per the coordinator), aborts it, drops the failed or unreachable hosts (or "
@@ -81,4 +82,8 @@ int main(int argc, char** argv) {
   auto rc = sx::launch::run_supervisor(o, g_stop);
   if (!rc.is_ok()) return fail(rc.status());
   return *rc;
+}
+
+int main(int argc, char** argv) {
+  return sx::guarded_main("sx_launch", [&] { return launch_main(argc, argv); });
 }

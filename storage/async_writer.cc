@@ -3,6 +3,8 @@
 #include <chrono>
 #include <cstring>
 
+#include "common/guard.h"
+
 namespace sx::storage {
 namespace {
 double seconds_since(std::chrono::steady_clock::time_point t0) {
@@ -84,7 +86,7 @@ void AsyncCheckpointWriter::run() {
       if (stop_ && !pending_) return;
     }
     const auto t0 = std::chrono::steady_clock::now();
-    Status st = save_checkpoint(dir_, snapshot_, options_);
+    Status st = guarded("checkpoint writer thread", [&] { return save_checkpoint(dir_, snapshot_, options_); });
     {
       std::lock_guard lock(mu_);
       error_ = std::move(st);

@@ -68,11 +68,12 @@ StatusOr<Entry> read_latest(const std::string& dir) {
 
 bool file_exists(const std::string& path) { return ::access(path.c_str(), F_OK) == 0; }
 
-// Removes leftovers of an interrupted save. Only one process writes a checkpoint directory.
+// Removes leftovers of an interrupted save (ckpt-S.h5.PID-N.tmp, latest.PID-N.tmp and the older
+// fixed names). Only one job writes a checkpoint directory: the worker's rank 0 holds its run lock.
 void remove_stale_tmp(const std::string& dir, const std::vector<std::string>& names) {
   for (const std::string& n : names) {
     const bool tmp = n.size() > 4 && n.compare(n.size() - 4, 4, ".tmp") == 0;
-    if (tmp && (n.rfind("ckpt-", 0) == 0 || n == std::string(kLatest) + ".tmp"))
+    if (tmp && (n.rfind("ckpt-", 0) == 0 || n.rfind(std::string(kLatest) + ".", 0) == 0))
       ::unlink(join_path(dir, n).c_str());
   }
 }
@@ -118,7 +119,7 @@ Status save_checkpoint(const std::string& dir, const CheckpointState& state, con
 
   const std::string name = checkpoint_file_name(state.meta.step);
   const std::string final_path = join_path(dir, name);
-  const std::string tmp_path = final_path + ".tmp";
+  const std::string tmp_path = unique_tmp_path(final_path);
   Status st = write_checkpoint_file(tmp_path, state);
   if (st.is_ok()) st = fsync_file(tmp_path);
   if (!st.is_ok()) {

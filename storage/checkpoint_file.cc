@@ -1,7 +1,10 @@
 // One checkpoint file: write, open + check metadata, load into slots, read, verify.
 #include "storage/checkpoint_file.h"
 
+#include <sys/stat.h>
 #include <zlib.h>
+
+#include <cerrno>
 
 #include <cstdio>
 #include <nlohmann/json.hpp>
@@ -65,6 +68,7 @@ Status write_meta(hid_t root, const CheckpointMeta& m, int64_t num_tensors) {
 // An open, metadata-checked checkpoint file.
 struct OpenFile {
   H5Handle file;
+  int64_t bytes = 0;               // the file's size: no tensor can hold more data than that
   CheckpointMeta meta;
   std::vector<std::string> names;  // datasets in file order
 };
@@ -72,6 +76,9 @@ struct OpenFile {
 StatusOr<OpenFile> open_file(const std::string& path) {
   OpenFile f;
   SX_ASSIGN_OR_RETURN(f.file, h5_open_file_readonly(path));
+  struct stat fst;
+  if (::stat(path.c_str(), &fst) != 0) return Status::unavailable("stat " + path + ": " + errno_string(errno));
+  f.bytes = int64_t(fst.st_size);
   const hid_t root = f.file.get();
   CheckpointMeta& m = f.meta;
   auto version = h5_read_attr_i64(root, "format_version");
@@ -126,10 +133,19 @@ Status read_verified(hid_t file, const std::string& name, float* out, int64_t nu
   return Status::ok();
 }
 
-StatusOr<std::vector<int64_t>> shape_of(hid_t file, const std::string& name) {
-  H5Handle dset(H5Dopen2(file, name.c_str(), H5P_DEFAULT), H5Dclose);
+// The dataset's shape, validated before anyone allocates for it: dimensions >= 0 whose product
+// (checked, no overflow) times 4 bytes fits in the file (float32 data are stored uncompressed).
+StatusOr<std::vector<int64_t>> shape_of(const OpenFile& f, const std::string& name) {
+  H5Handle dset(H5Dopen2(f.file.get(), name.c_str(), H5P_DEFAULT), H5Dclose);
   if (!dset.valid()) return h5_error(StatusCode::kDataLoss, "opening dataset " + name);
-  return h5_dataset_shape(dset.get());
+  SX_ASSIGN_OR_RETURN(std::vector<int64_t> shape, h5_dataset_shape(dset.get()));
+  int64_t numel = 1;
+  bool ok = shape.size() <= 32;
+  for (int64_t d : shape) ok = ok && d >= 0 && !__builtin_mul_overflow(numel, d, &numel);
+  if (!ok || numel > f.bytes / 4)
+    return Status::data_loss("dataset " + name + " declares shape " + shape_string(shape) + ", more float32 data than the " +
+                             std::to_string(f.bytes) + "-byte file can hold");
+  return shape;
 }
 
 }  // namespace
@@ -157,7 +173,7 @@ Status load_checkpoint_file(const std::string& path, const std::vector<TensorSlo
     if (!in_file.count(s.name)) {
       why = "tensor " + s.name + " " + shape_string(s.shape) + " is missing from the checkpoint";
     } else {
-      auto shape = shape_of(file, s.name);
+      auto shape = shape_of(f, s.name);
       if (!shape.is_ok()) return shape.status().with_context(path);
       if (*shape != s.shape)
         why = "tensor " + s.name + ": model expects shape " + shape_string(s.shape) + ", checkpoint has " +
@@ -224,7 +240,7 @@ StatusOr<CheckpointContents> read_checkpoint(const std::string& path) {
   for (const std::string& name : f.names) {
     OwnedTensor t;
     t.name = name;
-    auto shape = detail::shape_of(f.file.get(), name);
+    auto shape = detail::shape_of(f, name);
     if (!shape.is_ok()) return shape.status().with_context(path);
     t.shape = *shape;
     t.data.resize(static_cast<size_t>(shape_numel(t.shape)));
@@ -241,7 +257,7 @@ StatusOr<VerifyReport> verify_checkpoint(const std::string& path) {
   report.meta = f.meta;
   std::vector<float> scratch;
   for (const std::string& name : f.names) {
-    auto shape = detail::shape_of(f.file.get(), name);
+    auto shape = detail::shape_of(f, name);
     if (!shape.is_ok()) return shape.status().with_context(path);
     const int64_t n = shape_numel(*shape);
     scratch.resize(static_cast<size_t>(n));

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -57,21 +58,31 @@ Status rename_durable(const std::string& from, const std::string& to) {
   return fsync_dir(parent_dir(to));
 }
 
+std::string unique_tmp_path(const std::string& path) {
+  static std::atomic<uint64_t> counter{0};
+  return path + "." + std::to_string(::getpid()) + "-" + std::to_string(counter.fetch_add(1)) + ".tmp";
+}
+
 Status write_file_atomic(const std::string& path, const std::string& contents) {
-  const std::string tmp = path + ".tmp";
+  const std::string tmp = unique_tmp_path(path);
+  auto fail = [&tmp](const std::string& what, int err) {
+    ::unlink(tmp.c_str());
+    return sys_error(what, err);
+  };
   {
-    Fd f{::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)};
+    Fd f{::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644)};
     if (f.fd < 0) return sys_error("create " + tmp, errno);
     size_t done = 0;
     while (done < contents.size()) {
       const ssize_t n = ::write(f.fd, contents.data() + done, contents.size() - done);
       if (n < 0 && errno == EINTR) continue;
-      if (n < 0) return sys_error("write " + tmp, errno);
+      if (n < 0) return fail("write " + tmp, errno);
       done += static_cast<size_t>(n);
     }
-    if (::fsync(f.fd) != 0) return sys_error("fsync " + tmp, errno);
+    if (::fsync(f.fd) != 0) return fail("fsync " + tmp, errno);
   }
-  return rename_durable(tmp, path);
+  if (::rename(tmp.c_str(), path.c_str()) != 0) return fail("rename " + tmp + " -> " + path, errno);
+  return fsync_dir(parent_dir(path));
 }
 
 StatusOr<std::string> read_small_file(const std::string& path, size_t max_bytes) {

@@ -232,6 +232,10 @@ StatusOr<std::string> h5_read_attr_str(hid_t obj, const std::string& name) {
       H5Sget_simple_extent_npoints(space.get()) != 1)
     return Status::data_loss("attribute '" + name + "' is not a fixed-length string");
   const size_t size = H5Tget_size(ftype.get());
+  constexpr size_t kMaxAttrString = size_t{64} << 20;  // validate, then allocate
+  if (size > kMaxAttrString)
+    return Status::data_loss("attribute '" + name + "' declares a " + std::to_string(size) + "-byte string (at most " +
+                             std::to_string(kMaxAttrString) + ")");
   std::string value(size, '\0');
   H5Handle mtype = make(H5Tcopy(H5T_C_S1), H5Tclose);
   H5Tset_size(mtype.get(), size);

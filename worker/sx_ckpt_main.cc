@@ -8,6 +8,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "common/guard.h"
 #include "storage/checkpoint.h"
 #include "worker/torch_convert.h"
 
@@ -69,7 +70,7 @@ Status import_checkpoint(const std::string& in, const std::string& arch, const s
 
 }  // namespace
 
-int main(int argc, char** argv) {
+static int ckpt_main(int argc, char** argv) {
   CLI::App app{"sx_ckpt: inspect, verify and convert sx_worker checkpoints"};
   app.require_subcommand(1);
   std::string path, format = "torch", out, arch;
@@ -103,4 +104,8 @@ int main(int argc, char** argv) {
     return 1;
   }
   return 0;
+}
+
+int main(int argc, char** argv) {
+  return sx::guarded_main("sx_ckpt", [&] { return ckpt_main(argc, argv); });
 }

@@ -20,6 +20,7 @@
 #include <nlohmann/json.hpp>
 #include <opencv2/imgcodecs.hpp>
 
+#include "common/guard.h"
 #include "dataplane/transforms.h"
 #include "model/network.h"
 #include "storage/checkpoint.h"
@@ -218,7 +219,7 @@ StatusOr<int> run(const Options& o) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+static int infer_main(int argc, char** argv) {
   Options o;
   CLI::App app{"sx_infer: top classes of images with a trained sx_worker checkpoint"};
   app.add_option("--checkpoint", o.checkpoint, "run directory, its `latest`, or a ckpt-*.h5 file")->required();
@@ -244,4 +245,8 @@ int main(int argc, char** argv) {
     return 3;
   }
   return 0;
+}
+
+int main(int argc, char** argv) {
+  return sx::guarded_main("sx_infer", [&] { return infer_main(argc, argv); });
 }

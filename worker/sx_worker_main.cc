@@ -6,11 +6,12 @@
 
 #include <CLI/CLI.hpp>
 
+#include "common/guard.h"
 #include "worker/comm_env.h"
 #include "worker/config.h"
 #include "worker/train.h"
 
-int main(int argc, char** argv) {
+static int worker_main(int argc, char** argv) {
   std::string config_path;
   std::vector<std::string> overrides;
   bool print_config = false;
@@ -38,7 +39,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "sx_worker: MPI: %s\n", env.status().message().c_str());
     return 1;
   }
-  sx::Status st = sx::worker::run_job(config.value(), *env.value());
+  // An exception (std::bad_alloc above all) ends this rank like an error does, with MPI_Abort below.
+  sx::Status st = sx::guarded("sx_worker", [&] { return sx::worker::run_job(config.value(), *env.value()); });
   if (!st.is_ok()) {
     std::fprintf(stderr, "sx_worker [rank %d]: %s\n", env.value()->rank(), st.to_string().c_str());
     // A failure on one rank would leave the others blocked in a collective: end the whole job.
@@ -46,4 +48,8 @@ int main(int argc, char** argv) {
     return 1;
   }
   return 0;
+}
+
+int main(int argc, char** argv) {
+  return sx::guarded_main("sx_worker", [&] { return worker_main(argc, argv); });
 }

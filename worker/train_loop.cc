@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -17,6 +18,7 @@
 #include "model/network.h"
 #include "storage/async_writer.h"
 #include "storage/checkpoint.h"
+#include "storage/run_lock.h"
 #include "worker/communicator.h"
 #include "worker/coord_link.h"
 #include "worker/eval.h"
@@ -42,6 +44,7 @@ class Trainer {
 
  private:
   Status open_reader(const std::string& dir, bool train, std::unique_ptr<dataplane::Reader>* out);
+  Status lock_run_dirs();
   Status load_start_state();
   Status average_bn_stats();
   Status save_checkpoint();
@@ -66,6 +69,7 @@ class Trainer {
   MetricsLog metrics_;
   std::unique_ptr<ProgressLine> progress_;
   std::unique_ptr<CoordLink> coord_;  // sx_coord registration, heartbeat metrics, LR overrides
+  std::vector<std::unique_ptr<storage::RunLock>> locks_;  // rank 0: run dir (and checkpoint dir) held
   std::vector<float> images_, soft_targets_;
   std::vector<float> accum_;  // (params) gradient sum of the step's earlier micro-batches
   std::vector<int32_t> labels_;
@@ -97,9 +101,31 @@ Status Trainer::open_reader(const std::string& dir, bool train, std::unique_ptr<
   return Status::ok();
 }
 
+// One job per run dir: rank 0 holds DIR/run.lock (and the checkpoint dir's, when it is elsewhere) for
+// the whole run. Under sx_launch the launcher holds it and passes its token (SX_RUN_LOCK_TOKEN, sent to
+// every rank with mpirun -x): then the lock is inherited, not taken.
+Status Trainer::lock_run_dirs() {
+  const char* token = std::getenv("SX_RUN_LOCK_TOKEN");
+  std::vector<std::string> dirs = {c_.run_dir};
+  if (c_.checkpoint_dir() != c_.run_dir) dirs.push_back(c_.checkpoint_dir());
+  for (const std::string& dir : dirs) {
+    std::error_code ec;
+    std::filesystem::create_directories(dir, ec);
+    if (ec) return Status::unavailable(dir + ": cannot create the directory: " + ec.message());
+    SX_ASSIGN_OR_RETURN(auto lock, storage::RunLock::acquire(dir, "run.lock", "sx_worker rank 0", "",
+                                                             token ? token : ""));
+    if (lock && lock->taken_over())
+      say("sx_worker: " + lock->path() + ": took over the lock left by " + lock->taken_over()->describe() +
+          " (no longer running)");
+    if (lock) locks_.push_back(std::move(lock));
+  }
+  return Status::ok();
+}
+
 Status Trainer::setup() {
   progress_ = std::make_unique<ProgressLine>(c_.log.progress, env_.is_root());
   const bool training = c_.mode == "train";
+  if (env_.is_root() && training) SX_TRY(lock_run_dirs());
   SX_ASSIGN_OR_RETURN(train_manifest_, dataplane::load_manifest(training ? c_.data.train : c_.data.val));
   SX_ASSIGN_OR_RETURN(job_, resolve_job(c_, train_manifest_, env_.world_size(), env_.local_size()));
 

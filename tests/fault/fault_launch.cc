@@ -67,7 +67,7 @@ Job start_launch_in(const fs::path& run_dir, const std::string& hosts, const std
   j.endpoint = "tcp://" + env("SX_FAULT_LAUNCHER_IP") + ":" + std::to_string(port);
   const std::string data = env("SX_FAULT_DATA");
   std::vector<std::string> a = {(bin_dir() / "sx_launch").string(), "-c", env("SX_FAULT_CONFIG")};
-  std::vector<std::string> ov = {"data.train=" + data + "/train", "data.val=" + data + "/val",
+  std::vector<std::string> ov = {"data.train=" + data + "/train", "data.val=" + data + "/val", "data.test=",
                                  "run_dir=" + j.run_dir.string(), "epochs=3", "batch.per_rank=16", "batch.accumulate=2",
                                  "checkpoint.every_steps=" + std::to_string(kCkptEvery), "checkpoint.every_epochs=0",
                                  "checkpoint.keep=100", "log.every_steps=1", "log.progress=on", "log.plot=false",
