@@ -77,6 +77,25 @@ class SxTools : public ::testing::Test {
 fs::path* SxTools::root_ = nullptr;
 fs::path* SxTools::run_ = nullptr;
 
+// Every binary answers --help (exit 0, a usage line naming it) and refuses an unknown option with
+// a non-zero exit and a pointer to --help.
+TEST(Binaries, EveryToolHasHelpAndRefusesAnUnknownOption) {
+  const fs::path dir = temp_dir("help");
+  for (const char* name : {"sx_worker", "sx_prep", "sx_infer", "sx_ckpt", "sx_coord", "sx_launch", "sx_bench"}) {
+    SCOPED_TRACE(name);
+    const std::string bin = (bin_dir() / name).string();
+    ASSERT_TRUE(fs::exists(bin)) << bin << " is not built";
+    const fs::path help = dir / (std::string(name) + ".help"), bad = dir / (std::string(name) + ".bad");
+    EXPECT_EQ(wait_exit(spawn({bin, "--help"}, help)), 0);
+    const std::string text = read_text(help);
+    EXPECT_NE(text.find("Usage"), std::string::npos) << text;
+    EXPECT_NE(text.find(name), std::string::npos) << text;
+    EXPECT_NE(wait_exit(spawn({bin, "--no-such-option", "x"}, bad)), 0);
+    EXPECT_NE(read_text(bad).find("--help"), std::string::npos) << read_text(bad);
+  }
+  fs::remove_all(dir);
+}
+
 TEST_F(SxTools, CkptHelpInspectVerify) {
   const fs::path log = *root_ / "ckpt.log";
   ASSERT_EQ(exit_of({tool("sx_ckpt"), "--help"}, log), 0);

@@ -324,7 +324,26 @@ TEST_F(Fault, CoordinatorSigkillLosesNothingAndLrOverrideSwitchesEveryRankAtOneS
   }
 }
 
+// The line `sx_coord --help` prints for a verb: what the docs promise, checked against what the
+// drain and stop tests observe.
+std::string coord_help_line(const std::string& verb) {
+  const std::string cmd = (bin_dir() / "sx_coord").string() + " --help 2>&1";
+  FILE* f = popen(cmd.c_str(), "r");
+  std::string line, found;
+  char buf[512];
+  while (f && std::fgets(buf, sizeof buf, f)) {
+    line = buf;
+    const size_t at = line.find_first_not_of(' ');
+    if (at != std::string::npos && line.compare(at, verb.size() + 1, verb + " ") == 0) found = line;
+  }
+  if (f) pclose(f);
+  return found;
+}
+
 TEST_F(Fault, DrainLeavesEveryRankAtOneStepAfterACheckpoint) {
+  const std::string doc = coord_help_line("drain");
+  EXPECT_NE(doc.find("checkpoint"), std::string::npos) << "sx_coord --help: " << doc;
+  EXPECT_EQ(doc.find("without"), std::string::npos) << "sx_coord --help: " << doc;
   Job j = start_launch("drain", "sxf1,sxf2", {"epochs=1", "batch.accumulate=3", "eval.at_end=false"});  // 16 x 2 x 3 = 96
   ASSERT_TRUE(wait_until([&] { return max_step(j) >= 5; }, 120)) << launch_log(j);
   std::ostringstream cmd;
@@ -361,6 +380,8 @@ TEST_F(Fault, DrainLeavesEveryRankAtOneStepAfterACheckpoint) {
 }
 
 TEST_F(Fault, StopAtAStepLeavesEveryRankThereWithoutACheckpoint) {
+  EXPECT_NE(coord_help_line("stop").find("without a checkpoint"), std::string::npos)
+      << "sx_coord --help: " << coord_help_line("stop");
   Job j = start_launch("stop", "sxf1,sxf2", {"epochs=1", "batch.accumulate=3", "eval.at_end=false"});
   ASSERT_TRUE(wait_until([&] { return max_step(j) >= 2; }, 120)) << launch_log(j);
   int64_t at = max_step(j) + 10;  // the notice reaches rank 0 well before; not a checkpoint step
