@@ -1,4 +1,5 @@
-// sx_bench model: time one SE-ResNeXt preset on the CPU backend — inference forward (eval mode)
+// sx_bench model: time one SE-ResNeXt preset on the CPU backend (or `--device cuda --precision
+// fp32|bf16|fp16`) — inference forward (eval mode)
 // and a training step (forward + loss + backward + SGD) — on random inputs and labels from a
 // fixed seed. Peer: bench/torch_se_resnext.py (same keys); bench/compare_model.py runs both.
 #include <cmath>
@@ -14,6 +15,8 @@
 #include "bench/subcommands.h"
 #include "model/backend.h"
 #include "model/cpu/isa.h"
+#include "model/cuda/cuda_backend.h"
+#include "model/precision.h"
 #include "model/network.h"
 #include "model/se_resnext.h"
 
@@ -33,6 +36,9 @@ struct ModelBenchOptions {
   std::string only = "both";  // infer | train | both
   std::string bn = "auto";  // auto | onednn | fused: which BatchNorm implementation (A/B)
   std::string isa = "auto";  // auto | avx512 | avx2 | generic: cap of the CPU instruction-set level
+  std::string device = "cpu";     // cpu | cuda
+  int gpu = 0;                    // cuda: device index
+  std::string precision = "fp32"; // cuda: fp32 | bf16 | fp16 (fp16 steps use a static loss scale)
   bool params_only = false;
   bool json = false;
 };
@@ -79,7 +85,18 @@ Status run_model(const ModelBenchOptions& o) {
     SX_TRY(model::cpu::cap_cpu_isa(max_isa));
   }
   // Backend before network: the network keeps a reference to it.
-  std::unique_ptr<model::Backend> backend = model::make_cpu_backend({.threads = o.threads, .max_cpu_isa = max_isa});
+  SX_CHECK_ARG(o.device == "cpu" || o.device == "cuda", "--device must be cpu or cuda");
+  SX_ASSIGN_OR_RETURN(const model::Precision precision, model::parse_precision(o.precision));
+  if (o.device == "cpu" && precision != model::Precision::kFp32)
+    return Status::invalid_argument("--precision " + o.precision + " needs --device cuda (the CPU backend is fp32)");
+  std::unique_ptr<model::Backend> backend;
+  if (o.device == "cuda") {
+    auto made = model::make_cuda_backend({.device = o.gpu, .precision = precision});
+    if (!made.is_ok()) return made.status().with_context("--device cuda --gpu " + std::to_string(o.gpu));
+    backend = std::move(made).value();
+  } else {
+    backend = model::make_cpu_backend({.threads = o.threads, .max_cpu_isa = max_isa});
+  }
   model::NetworkOptions net_options;
   net_options.batch = o.batch;
   net_options.image_h = net_options.image_w = o.image;
@@ -118,11 +135,21 @@ Status run_model(const ModelBenchOptions& o) {
     backend->freeze_weights(false);
   }
 
-  const model::SgdHyper hyper{.lr = o.lr, .momentum = o.momentum, .nesterov = false};
+  // fp16 trains with a loss scale (a static power of two here) and the overflow check the worker runs.
+  const bool scaled = precision == model::Precision::kFp16;
+  const float loss_scale = scaled ? 1024.f : 1.f;
+  const model::SgdHyper hyper{.lr = o.lr, .momentum = o.momentum, .nesterov = false, .grad_scale = 1.f / loss_scale};
   const std::vector<model::SgdSegment> segments = net->sgd_segments(o.weight_decay, 0.f);
   float loss = 0.f;
+  int64_t overflows = 0;
   auto step = [&]() -> Status {
-    SX_ASSIGN_OR_RETURN(model::StepResult r, net->train_step(hyper, segments));
+    SX_TRY(net->forward(true));
+    SX_ASSIGN_OR_RETURN(model::StepResult r, net->loss(0.f, nullptr, loss_scale));
+    SX_TRY(net->backward(false));
+    bool finite = true;
+    if (scaled) SX_TRY(backend->all_finite(net->grads_data(), net->param_count(), &finite));
+    if (finite) SX_TRY(net->sgd_step(hyper, segments));
+    overflows += !finite;
     loss = r.loss;
     return Status::ok();
   };
@@ -143,6 +170,10 @@ Status run_model(const ModelBenchOptions& o) {
   nlohmann::json j = {
       {"peer", "sxtrain"},
       {"backend", backend->name()},
+      {"device", o.device},
+      {"precision", o.precision},
+      {"loss_scale", loss_scale},
+      {"overflow_steps", overflows},
       {"cpu", model::cpu::cpu_model_name()},
       {"isa", model::cpu_isa_name(model::cpu::cpu_isa_available())},
       {"onednn_isa", model::cpu_isa_name(model::cpu::cpu_isa_onednn())},
@@ -228,6 +259,10 @@ Subcommand add_model_command(CLI::App& parent) {
   app->add_option("--isa", o->isa,
                   "highest CPU instruction-set level for our kernels and oneDNN's: auto, avx512, avx2 or generic "
                   "(like ONEDNN_MAX_CPU_ISA, which also caps both)")
+      ->capture_default_str();
+  app->add_option("--device", o->device, "cpu or cuda")->capture_default_str();
+  app->add_option("--gpu", o->gpu, "cuda: device index")->capture_default_str();
+  app->add_option("--precision", o->precision, "cuda: fp32, bf16 or fp16 (activations; weights stay fp32)")
       ->capture_default_str();
   app->add_flag("--params", o->params_only, "print only the parameter count of --arch (no backend) and exit");
   app->add_flag("--json", o->json,

@@ -20,6 +20,7 @@ struct Subcommand {
 Subcommand add_model_command(CLI::App& parent);  // bench_model.cc: one model's step/forward time
 Subcommand add_allreduce_command(CLI::App& parent);  // bench_allreduce.cc: our allreduce vs MPI_Allreduce (mpirun)
 Subcommand add_data_command(CLI::App& parent);  // bench_data.cc: reader images/s vs torchvision (compare_data.py)
-Subcommand add_scaling_command(CLI::App& parent);  // bench_scaling.cc: train img/s under mpirun (scaling.py: np=1 vs np=2)
+Subcommand add_scaling_command(CLI::App& parent);
+Subcommand add_roofline_command(CLI::App& parent);  // bench_roofline.cc: per-layer FLOPs/bytes, A100/H100 projection  // bench_scaling.cc: train img/s under mpirun (scaling.py: np=1 vs np=2)
 
 }  // namespace sx::bench

@@ -15,6 +15,7 @@ int main(int argc, char** argv) {
       sx::bench::add_allreduce_command(app),
       sx::bench::add_data_command(app),
       sx::bench::add_scaling_command(app),
+      sx::bench::add_roofline_command(app),
   };
   CLI11_PARSE(app, argc, argv);
 

@@ -39,7 +39,7 @@ class NetworkImpl final : public Network {
   }
   Status forward(bool train) override;
   const float* logits() const override { return fc_->out(); }
-  StatusOr<StepResult> loss(float label_smoothing, const float* soft_targets) override;
+  StatusOr<StepResult> loss(float label_smoothing, const float* soft_targets, float loss_scale) override;
   Status backward(bool accumulate, const std::function<void(int64_t)>& on_grads_ready) override;
   std::vector<SgdSegment> sgd_segments(float weight_decay, float bn_bias_decay) const override;
   Status sgd_step(const SgdHyper& hyper, std::span<const SgdSegment> segments) override;
@@ -186,10 +186,10 @@ Status NetworkImpl::forward(bool train) {
   return fc_->forward(ctx);
 }
 
-StatusOr<StepResult> NetworkImpl::loss(float label_smoothing, const float* soft_targets) {
+StatusOr<StepResult> NetworkImpl::loss(float label_smoothing, const float* soft_targets, float loss_scale) {
   StepResult r;
   SX_TRY(backend_.softmax_cross_entropy(fc_->out(), labels_, soft_targets, options_.batch, spec_.num_classes,
-                                        label_smoothing, 1.f, dlogits_, &r.loss));
+                                        label_smoothing, loss_scale, dlogits_, &r.loss));
   return r;
 }
 
@@ -247,7 +247,7 @@ Status NetworkImpl::sgd_step(const SgdHyper& hyper, std::span<const SgdSegment> 
 StatusOr<StepResult> NetworkImpl::train_step(const SgdHyper& hyper, std::span<const SgdSegment> segments,
                                              float label_smoothing) {
   SX_TRY(forward(true));
-  SX_ASSIGN_OR_RETURN(StepResult r, loss(label_smoothing, nullptr));
+  SX_ASSIGN_OR_RETURN(StepResult r, loss(label_smoothing, nullptr, 1.f));
   SX_TRY(backward(false, {}));
   SX_TRY(sgd_step(hyper, segments));
   return r;

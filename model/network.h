@@ -72,8 +72,11 @@ class Network {
   virtual Status set_labels(const int32_t* host_labels) = 0; // N labels
   virtual Status forward(bool train) = 0;                    // train: batch BN stats, running stats updated
   virtual const float* logits() const = 0;                   // (N, K) backend memory, after forward
-  // Loss of the last forward against the labels, and dlogits for backward.
-  virtual StatusOr<StepResult> loss(float label_smoothing, const float* soft_targets = nullptr) = 0;
+  // Loss of the last forward against the labels, and dlogits for backward. loss_scale multiplies
+  // dlogits (and so every gradient) for fp16 loss scaling (model/loss_scaler.h); the reported loss
+  // is unscaled and the SGD step divides the scale out (SgdHyper::grad_scale).
+  virtual StatusOr<StepResult> loss(float label_smoothing, const float* soft_targets = nullptr,
+                                    float loss_scale = 1.f) = 0;
   // Backward from the dlogits of loss(). Parameter gradients overwrite (accumulate=false) or add.
   // on_grads_ready(ready_end) is called as soon as grads [0, ready_end) are final, last layer first.
   virtual Status backward(bool accumulate, const std::function<void(int64_t ready_end)>& on_grads_ready = {}) = 0;

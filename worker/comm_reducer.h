@@ -17,6 +17,10 @@ class Reducer {
   virtual ~Reducer() = default;
   // data[0, count) = sum over ranks of their data[0, count), on every rank.
   virtual Status allreduce_sum(float* data, int64_t count) = 0;
+  // The Communicator's gradients [0, ready_end) are final in the compute order (called on the compute
+  // thread by on_grads_ready before their buckets launch). A device reducer records an event here;
+  // host reducers need nothing (the gradients are written when the callback runs).
+  virtual void grads_ready(int64_t /*ready_end*/) {}
   virtual const char* name() const = 0;
 };
 

@@ -58,7 +58,9 @@ StatusOr<std::unique_ptr<Communicator>> Communicator::create(const MpiEnv& env, 
     const bool several_per_node = comm->world_size_ > comm->node_count_;
     comm->algorithm_ = comm->node_count_ > 1 && several_per_node ? CommAlgorithm::kHierarchical : CommAlgorithm::kFlat;
   }
-  if (comm->algorithm_ == CommAlgorithm::kHierarchical) {
+  if (options.make_reducer) {
+    SX_ASSIGN_OR_RETURN(comm->reducer_, options.make_reducer(comm->algorithm_));
+  } else if (comm->algorithm_ == CommAlgorithm::kHierarchical) {
     SX_ASSIGN_OR_RETURN(comm->reducer_, make_hierarchical_reducer(env.world(), split));
   } else {
     SX_ASSIGN_OR_RETURN(comm->reducer_, make_flat_reducer(env.world()));
@@ -120,6 +122,7 @@ void Communicator::on_grads_ready(int64_t ready_end) {
   int ready = launched_;
   while (ready < count && plan_.buckets[static_cast<size_t>(ready)].end <= ready_end) ++ready;
   if (ready == launched_) return;
+  reducer_->grads_ready(ready_end);  // before the comm thread can see the new buckets
   launched_ = ready;
   lock.unlock();
   if (overlap_) work_cv_.notify_one();

@@ -23,6 +23,7 @@
 
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <span>
@@ -50,6 +51,10 @@ struct CommOptions {
   // gradients next (a multiply inside the fused SGD kernel is free; a separate pass over 110 MB is
   // not when nothing overlaps it — see bench/README.md, `sx_bench allreduce`).
   bool average = true;
+  // Set: the reducer to use instead of the MPI flat / hierarchical ones (comm.backend: nccl, whose
+  // reducer works on device memory: then keep average false, since averaging runs on the host).
+  // Called with the resolved algorithm (kFlat or kHierarchical).
+  std::function<StatusOr<std::unique_ptr<Reducer>>(CommAlgorithm)> make_reducer;
 };
 
 // Timings of the last step (seconds), for benchmarks and the timeline.

@@ -234,6 +234,15 @@ Status validate_job_config(const JobConfig& c) {
   if (c.comm.ranks_per_node < 0) return bad(c, "comm.ranks_per_node", "must be >= 0" + got(c.comm.ranks_per_node));
   if (c.numerics.threads < 0 || c.numerics.threads > 1024)
     return bad(c, "numerics.threads", "must be in [0, 1024]" + got(c.numerics.threads));
+  if (c.comm.backend == "nccl" && c.device != "cuda")
+    return bad(c, "comm.backend", "nccl needs device: cuda (device '" + c.device + "' has host memory); expected mpi here");
+  if (c.numerics.precision != "fp32" && c.device != "cuda")
+    return bad(c, "numerics.precision", "'" + c.numerics.precision + "' needs device: cuda (device '" + c.device +
+                                            "' computes in fp32); expected fp32 here");
+  if (!(c.numerics.loss_scale_init > 0 && c.numerics.loss_scale_init <= 3e38))
+    return bad(c, "numerics.loss_scale_init", "must be in (0, 3e38]" + got(c.numerics.loss_scale_init));
+  if (c.numerics.loss_scale_growth_interval < 1)
+    return bad(c, "numerics.loss_scale_growth_interval", "must be >= 1" + got(c.numerics.loss_scale_growth_interval));
   if (c.log.every_steps < 1) return bad(c, "log.every_steps", "must be >= 1" + got(c.log.every_steps));
   return Status::ok();
 }

@@ -90,6 +90,7 @@ struct EvalConfig {
 
 struct CommConfig {
   std::string algorithm = "auto";   // auto | flat | hierarchical
+  std::string backend = "mpi";      // mpi | nccl (device: cuda; reduces the gradients in device memory)
   double bucket_mb = 25;
   bool overlap = true;
   int ranks_per_node = 0;           // >0: fake nodes of k ranks (tests of the hierarchical path)
@@ -99,6 +100,11 @@ struct NumericsConfig {
   int threads = 0;                  // compute threads per rank; 0 = cores / local ranks
   bool sync_bn = false;             // BN statistics over the global batch (allreduced); turns comm.overlap off
   bool check_finite = true;         // stop when the loss becomes NaN/inf
+  std::string precision = "fp32";   // fp32 | bf16 | fp16: activations' compute type (model/precision.h);
+                                    // parameters, gradients and momentum stay fp32 (master weights)
+  std::string loss_scale = "auto";  // auto (dynamic for fp16, none otherwise) | dynamic | static | none
+  double loss_scale_init = 65536;   // first (dynamic) or only (static) scale; powers of two keep it exact
+  int64_t loss_scale_growth_interval = 2000;  // dynamic: double the scale after this many finite steps
 };
 
 struct LogConfig {
@@ -122,6 +128,7 @@ struct ElasticConfig {
 
 struct JobConfig {
   std::string mode = "train";       // train | eval
+  std::string device = "cpu";       // cpu | cuda (the GPU of this rank's local rank on its node)
   std::string run_dir = "runs/job";
   uint64_t seed = 1;
   double epochs = 10;               // may be fractional (e.g. 0.1 for a smoke run)

@@ -143,6 +143,7 @@ ConfigField make_field(const char* key, T& (*ref)(JobConfig&), const char* choic
 std::vector<ConfigField> build_fields() {
   return {
       FIELD(mode, "train|eval", "train, or evaluate checkpoint.load (default: the run's latest) on data.val"),
+      FIELD(device, "cpu|cuda", "compute device: cpu (oneDNN) or cuda (cuDNN/cuBLAS, GPU = the rank's local rank)"),
       FIELD(run_dir, "", "run directory: metrics.jsonl, curves.png, config.yaml, checkpoints"),
       FIELD(seed, "", "seed of parameter init, sample order, augmentation and mixup"),
       FIELD(epochs, "", "training length in epochs (fractional allowed)"),
@@ -208,6 +209,8 @@ std::vector<ConfigField> build_fields() {
       FIELD(eval.out, "", "mode=eval: also append the result as one JSON line to this file (nothing is written into a run directory)"),
 
       FIELD(comm.algorithm, "auto|flat|hierarchical", "gradient allreduce algorithm"),
+      FIELD(comm.backend, "mpi|nccl",
+            "gradient transport: mpi (host memory; a GPU's gradients are staged through it) or nccl (device: cuda)"),
       FIELD(comm.bucket_mb, "", "allreduce bucket size in MiB"),
       FIELD(comm.overlap, "", "overlap the allreduce with backward"),
       FIELD(comm.ranks_per_node, "", "treat k consecutive ranks as one node (0 = real nodes; testing)"),
@@ -216,6 +219,12 @@ std::vector<ConfigField> build_fields() {
       FIELD(numerics.sync_bn, "", "SyncBN: BN statistics over the global batch (allreduced in forward and backward; "
                                   "the gradient allreduce then does not overlap backward)"),
       FIELD(numerics.check_finite, "", "stop with an error when the loss is NaN or infinite"),
+      FIELD(numerics.precision, "fp32|bf16|fp16",
+            "compute precision of activations (bf16/fp16 need device: cuda); weights, gradients, momentum stay fp32"),
+      FIELD(numerics.loss_scale, "auto|dynamic|static|none",
+            "loss scaling: auto = dynamic for fp16, none otherwise; a step with inf/NaN gradients is skipped"),
+      FIELD(numerics.loss_scale_init, "", "first (dynamic) or fixed (static) loss scale"),
+      FIELD(numerics.loss_scale_growth_interval, "", "dynamic: double the scale after this many finite steps in a row"),
 
       FIELD(log.every_steps, "", "train record interval in metrics.jsonl and the progress line"),
       FIELD(log.progress, "auto|on|off", "progress line on rank 0 (auto: redrawn on a terminal)"),

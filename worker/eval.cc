@@ -33,8 +33,15 @@ Status check_finite_parameters(model::Network& net) {
     }
     return Status::ok();
   };
-  SX_TRY(check(net.params(), net.params_data(), "parameter"));
-  return check(net.bn_stats(), net.bn_stats_data(), "BN statistic");
+  if (!net.backend().is_device()) {
+    SX_TRY(check(net.params(), net.params_data(), "parameter"));
+    return check(net.bn_stats(), net.bn_stats_data(), "BN statistic");
+  }
+  std::vector<float> host(size_t(std::max(net.param_count(), net.bn_stats_count())));  // device: a host copy
+  SX_TRY(net.backend().copy_to_host(host.data(), net.params_data(), size_t(net.param_count()) * sizeof(float)));
+  SX_TRY(check(net.params(), host.data(), "parameter"));
+  SX_TRY(net.backend().copy_to_host(host.data(), net.bn_stats_data(), size_t(net.bn_stats_count()) * sizeof(float)));
+  return check(net.bn_stats(), host.data(), "BN statistic");
 }
 
 StatusOr<EvalResult> evaluate(model::Network& net, dataplane::Reader& reader, MpiEnv& env) {

@@ -20,11 +20,16 @@
 #include "storage/checkpoint.h"
 #include "storage/run_lock.h"
 #include "worker/communicator.h"
+#if SX_HAVE_CUDA
+#include "worker/comm_nccl.h"
+#include "worker/device_input.h"
+#endif
 #include "worker/coord_link.h"
 #include "worker/eval.h"
 #include "worker/metrics.h"
 #include "worker/plot.h"
 #include "worker/train.h"
+#include "worker/train_device.h"
 #include "worker/train_mixup.h"
 #include "worker/train_model.h"
 
@@ -50,7 +55,10 @@ class Trainer {
   Status save_checkpoint();
   Status run_eval(int64_t epoch, std::optional<EvalResult>* out);
   Status run_test();
-  Status micro_step(int micro, bool last, double* loss);
+  Status micro_step(int micro, bool last, float loss_scale, double* loss);
+  StatusOr<bool> apply_scaled_step();
+  Status reduce_staged_grads();
+  Status finish_staged_grads();
   void say(const std::string& text) {
     if (env_.is_root()) progress_->message(text);
   }
@@ -70,6 +78,14 @@ class Trainer {
   std::unique_ptr<ProgressLine> progress_;
   std::unique_ptr<CoordLink> coord_;  // sx_coord registration, heartbeat metrics, LR overrides
   std::vector<std::unique_ptr<storage::RunLock>> locks_;  // rank 0: run dir (and checkpoint dir) held
+  std::optional<model::LossScaler> scaler_;  // numerics.loss_scale (fp16): scale, skip, grow/shrink
+  std::unique_ptr<HostStage> stage_;  // host view of the flat buffers (mirrors on a device backend)
+  // Device backend with the MPI communicator: the gradients are reduced in this host copy (no
+  // overlap); empty when the communicator reduces the backend's buffer itself.
+  std::vector<float> host_grads_;
+#if SX_HAVE_CUDA
+  std::unique_ptr<DeviceInput> device_input_;  // device: pinned, double-buffered batch upload
+#endif
   std::vector<float> images_, soft_targets_;
   std::vector<float> accum_;  // (params) gradient sum of the step's earlier micro-batches
   std::vector<int32_t> labels_;
@@ -129,10 +145,16 @@ Status Trainer::setup() {
   SX_ASSIGN_OR_RETURN(train_manifest_, dataplane::load_manifest(training ? c_.data.train : c_.data.val));
   SX_ASSIGN_OR_RETURN(job_, resolve_job(c_, train_manifest_, env_.world_size(), env_.local_size()));
 
-  backend_ = model::make_cpu_backend({.threads = job_.threads});
+  SX_ASSIGN_OR_RETURN(backend_, make_job_backend(c_, env_, job_.threads));
+  SX_ASSIGN_OR_RETURN(scaler_, make_loss_scaler(c_));
   SX_ASSIGN_OR_RETURN(net_, model::Network::build(*backend_, job_.spec, network_options(c_, job_, env_)));
-  if (net_->backend().is_device())
-    return Status::unimplemented("sx_worker: device backends need host staging of checkpoints (not written yet)");
+  stage_ = std::make_unique<HostStage>(*net_);
+  const bool device = backend_->is_device();
+#if SX_HAVE_CUDA
+  if (device && training) {
+    SX_ASSIGN_OR_RETURN(device_input_, DeviceInput::create(*net_, net_->input().dims.count()));
+  }
+#endif
 
   if (training) {
     SX_TRY(open_reader(c_.data.train, true, &train_reader_));
@@ -142,11 +164,29 @@ Status Trainer::setup() {
     SX_ASSIGN_OR_RETURN(co.algorithm, parse_comm_algorithm(c_.comm.algorithm));
     co.bucket_bytes = std::max<int64_t>(4, int64_t(c_.comm.bucket_mb * 1048576.0));
     // SyncBN calls MPI inside backward: the gradient allreduce then runs after it (see train_model.h).
-    co.overlap = c_.comm.overlap && !c_.numerics.sync_bn;
+    co.overlap = c_.comm.overlap && !c_.numerics.sync_bn && !device;
     co.ranks_per_node = c_.comm.ranks_per_node;
     co.average = false;  // the 1/world scale is folded into the SGD pass (SgdHyper::grad_scale)
-    SX_ASSIGN_OR_RETURN(comm_, Communicator::create(env_, std::span<float>(net_->grads_data(), net_->param_count()),
-                                                    co, boundaries));
+    if (c_.comm.backend == "nccl") {
+#if SX_HAVE_CUDA
+      co.overlap = c_.comm.overlap && !c_.numerics.sync_bn;  // NCCL reduces the device buffer itself
+      co.make_reducer = [this](CommAlgorithm algorithm) {
+        return make_nccl_reducer(env_, {.hierarchical = algorithm == CommAlgorithm::kHierarchical,
+                                        .ranks_per_node = c_.comm.ranks_per_node,
+                                        .compute_stream = backend_->native_stream(),
+                                        .grads = net_->grads_data(),
+                                        .grads_count = net_->param_count()});
+      };
+#else
+      return Status::unavailable("comm.backend: nccl needs a CUDA build (this one has none; see model/cuda/README.md)");
+#endif
+    } else if (device) {
+      // MPI reduces host memory: a device backend's gradients go through host_grads_ after backward.
+      host_grads_.resize(size_t(net_->param_count()));
+    }
+    float* reduced = host_grads_.empty() ? net_->grads_data() : host_grads_.data();
+    SX_ASSIGN_OR_RETURN(comm_, Communicator::create(env_, std::span<float>(reduced, net_->param_count()), co,
+                                                    boundaries));
     const double epochs = c_.epochs > 0 ? c_.epochs : double(job_.total_steps) / double(job_.steps_per_epoch);
     const model::LrScheduleConfig s = lr_schedule_config(c_, job_.steps_per_epoch, epochs, job_.global_batch);
     SX_ASSIGN_OR_RETURN(auto schedule, model::LrSchedule::make(s));
@@ -167,14 +207,17 @@ Status Trainer::setup() {
       writer_ = std::make_unique<storage::AsyncCheckpointWriter>(c_.checkpoint_dir(),
                                                                  storage::SaveOptions{.keep_last = c_.checkpoint.keep});
   }
+  std::string numerics = std::string("; ") + backend_->name() + " " + c_.numerics.precision;
+  if (scaler_) numerics += ", loss scale " + c_.numerics.loss_scale + " from " + std::to_string(scaler_->scale());
   say("sx_worker: " + std::to_string(env_.world_size()) + " rank(s) on " + std::to_string(env_.node_count()) +
-      " node(s), " + std::to_string(job_.threads) + " thread(s)/rank; model " + job_.spec.name + " (" +
+      " node(s), " + std::to_string(job_.threads) + " thread(s)/rank" + numerics + "; model " + job_.spec.name + " (" +
       std::to_string(net_->param_count()) + " params, " + std::to_string(job_.spec.num_classes) + " classes, " +
       std::to_string(job_.image_size) + " px); batch " + std::to_string(job_.per_rank) + "/rank x " +
       std::to_string(env_.world_size()) + " x " + std::to_string(job_.accumulate) + " accum = " +
       std::to_string(job_.global_batch) +
       (training ? "; " + std::to_string(job_.steps_per_epoch) + " steps/epoch, " + std::to_string(job_.total_steps) +
-                      " steps; allreduce " + comm_algorithm_name(comm_->algorithm()) + ", " + comm_->plan().describe()
+                      " steps; allreduce " + comm_algorithm_name(comm_->algorithm()) + " (" + c_.comm.backend +
+                      "), " + comm_->plan().describe()
                 : std::string()));
   if (training) {
     SX_ASSIGN_OR_RETURN(coord_, CoordLink::open(c_, env_, job_.steps_per_epoch));
@@ -185,7 +228,7 @@ Status Trainer::setup() {
 }
 
 Status Trainer::load_start_state() {
-  auto slots = checkpoint_slots(*net_, /*with_momentum=*/true);
+  auto slots = stage_->slots(/*with_momentum=*/true);
   std::optional<storage::LoadResult> loaded;
   if (c_.resume != "none") {
     auto r = c_.resume == "auto" ? storage::load_latest(c_.checkpoint_dir(), slots)
@@ -219,26 +262,42 @@ Status Trainer::load_start_state() {
           std::to_string(m.step) + ")");
     }
     last_saved_step_ = step_;
+    if (scaler_) {
+      const nlohmann::json extra = nlohmann::json::parse(m.extra_json, nullptr, /*allow_exceptions=*/false);
+      if (extra.is_object() && extra.contains("loss_scale") && extra["loss_scale"].is_number())
+        SX_TRY(scaler_->restore(extra["loss_scale"].get<double>(), extra.value("loss_scale_good_steps", int64_t(0)))
+                   .with_context(loaded->path));
+    }
     say("resumed from " + loaded->path + " at step " + std::to_string(step_) + " (epoch " + std::to_string(epoch_) +
         ", sample " + std::to_string(step_in_epoch_ * job_.global_batch) + ")");
-    return Status::ok();  // every rank loaded the same file: nothing to broadcast
+    return stage_->push(HostStage::kAll);  // every rank loaded the same file: nothing to broadcast
   }
   if (!c_.pretrained.empty()) {
-    auto r = storage::load_checkpoint(c_.pretrained, checkpoint_slots(*net_, false), {.skip_mismatched = true});
+    SX_TRY(stage_->pull(HostStage::kParams | HostStage::kBnStats));  // the fresh init of skipped tensors
+    auto r = storage::load_checkpoint(c_.pretrained, stage_->slots(false), {.skip_mismatched = true});
     if (!r.is_ok()) return r.status().with_context("pretrained=" + c_.pretrained);
     for (const std::string& s : r->skipped) say("pretrained: kept the fresh initialisation of " + s);
     say("pretrained: loaded " + r->path);
   }
   // Same start on every rank: rank 0's parameters and BN statistics.
-  SX_TRY(env_.bcast(std::span<float>(net_->params_data(), net_->param_count())));
-  SX_TRY(env_.bcast(std::span<float>(net_->bn_stats_data(), net_->bn_stats_count())));
-  return Status::ok();
+  if (c_.pretrained.empty()) SX_TRY(stage_->pull(HostStage::kParams | HostStage::kBnStats));
+  SX_TRY(env_.bcast(std::span<float>(stage_->params(), net_->param_count())));
+  SX_TRY(env_.bcast(std::span<float>(stage_->bn_stats(), net_->bn_stats_count())));
+  return stage_->push(HostStage::kParams | HostStage::kBnStats);
 }
 
 Status Trainer::average_bn_stats() {
-  if (env_.world_size() == 1) return Status::ok();
-  return comm_ ? comm_->allreduce_mean(std::span<float>(net_->bn_stats_data(), net_->bn_stats_count()))
-               : Status::ok();
+  if (env_.world_size() == 1 || !comm_) return Status::ok();
+  SX_TRY(stage_->pull(HostStage::kBnStats));
+  std::span<float> stats(stage_->bn_stats(), size_t(net_->bn_stats_count()));
+  if (c_.comm.backend == "nccl") {  // the NCCL reducer takes device memory: these few KB go over MPI
+    std::vector<double> sums(stats.begin(), stats.end());
+    SX_TRY(env_.allreduce_sum(std::span<double>(sums)));
+    for (size_t i = 0; i < sums.size(); ++i) stats[i] = float(sums[i] / env_.world_size());
+  } else {
+    SX_TRY(comm_->allreduce_mean(stats));
+  }
+  return stage_->push(HostStage::kBnStats);
 }
 
 Status Trainer::save_checkpoint() {
@@ -257,12 +316,17 @@ Status Trainer::save_checkpoint() {
   state.meta.rng_seed = int64_t(c_.seed);
   state.meta.data_epoch = epoch_;
   state.meta.data_offset = step_in_epoch_ * job_.global_batch;
-  state.meta.extra_json = nlohmann::json{{"num_classes", job_.spec.num_classes},
-                                         {"in_channels", job_.spec.in_channels},
-                                         {"image_size", job_.image_size},
-                                         {"class_names", train_manifest_.class_names}}
-                              .dump();
-  state.tensors = checkpoint_refs(*net_, true);
+  nlohmann::json extra = {{"num_classes", job_.spec.num_classes},
+                          {"in_channels", job_.spec.in_channels},
+                          {"image_size", job_.image_size},
+                          {"class_names", train_manifest_.class_names}};
+  if (scaler_) {  // so that a resumed fp16 run continues with the same scale
+    extra["loss_scale"] = double(scaler_->scale());
+    extra["loss_scale_good_steps"] = scaler_->good_steps();
+  }
+  state.meta.extra_json = extra.dump();
+  SX_TRY(stage_->pull(HostStage::kAll));  // the async writer snapshots the host copies in submit()
+  state.tensors = stage_->refs(true);
   if (writer_) return writer_->submit(state).with_context("previous checkpoint write");
   return storage::save_checkpoint(c_.checkpoint_dir(), state, {.keep_last = c_.checkpoint.keep});
 }
@@ -297,8 +361,35 @@ Status Trainer::run_test() {
                          {"time_s", now_s() - t0}});
 }
 
+// Loss scaling: the reduced gradients are the same on every rank, so every rank takes the same
+// decision without a collective. A skipped step still consumes its samples and counts as a step
+// (the LR schedule and the data position do not depend on overflows), as in PyTorch's GradScaler.
+StatusOr<bool> Trainer::apply_scaled_step() {
+  if (!scaler_) return true;
+  bool finite = true;
+  SX_TRY(backend_->all_finite(net_->grads_data(), net_->param_count(), &finite));
+  SX_ASSIGN_OR_RETURN(const model::ScaledStep d, scaler_->update(finite));
+  if (d == model::ScaledStep::kSkip && env_.is_root())
+    progress_->message("step " + std::to_string(step_ + 1) + ": inf/NaN gradients, step skipped; loss scale now " +
+                       std::to_string(scaler_->scale()));
+  return d == model::ScaledStep::kApply;
+}
+
+// Device backend, MPI communicator: the step's gradients to host_grads_ before wait_all reduces
+// them there, and back afterwards. No-ops when the communicator reduces the backend's buffer.
+Status Trainer::reduce_staged_grads() {
+  if (host_grads_.empty()) return Status::ok();
+  return backend_->copy_to_host(host_grads_.data(), net_->grads_data(), host_grads_.size() * sizeof(float));
+}
+
+Status Trainer::finish_staged_grads() {
+  if (host_grads_.empty()) return Status::ok();
+  SX_TRY(backend_->copy_to_device(net_->grads_data(), host_grads_.data(), host_grads_.size() * sizeof(float)));
+  return Status::ok();  // pageable source: copied before copy_to_device returns (model/cuda/README.md)
+}
+
 // One micro-batch: read, (mixup), forward, loss, backward; the last one feeds the Communicator.
-Status Trainer::micro_step(int micro, bool last, double* loss) {
+Status Trainer::micro_step(int micro, bool last, float loss_scale, double* loss) {
   SX_ASSIGN_OR_RETURN(const dataplane::Batch* b, train_reader_->next_batch());
   if (b == nullptr) return Status::internal("the training reader ran out of batches mid-epoch");
   const int k = job_.spec.num_classes;
@@ -312,16 +403,32 @@ Status Trainer::micro_step(int micro, bool last, double* loss) {
     images = images_.data();
     soft = soft_targets_.data();
   }
+#if SX_HAVE_CUDA
+  if (device_input_) {
+    SX_TRY(device_input_->set_input(images));
+  } else {
+    SX_TRY(net_->set_input(images));
+  }
+#else
   SX_TRY(net_->set_input(images));
+#endif
   SX_TRY(net_->set_labels(b->labels.data()));
   SX_TRY(net_->forward(true));
-  SX_ASSIGN_OR_RETURN(model::StepResult r, net_->loss(float(c_.optimizer.label_smoothing), soft));
+  SX_ASSIGN_OR_RETURN(model::StepResult r, net_->loss(float(c_.optimizer.label_smoothing), soft, loss_scale));
   if (c_.numerics.check_finite && !std::isfinite(r.loss))
     return Status::data_loss("loss is " + std::to_string(r.loss) + " at step " + std::to_string(step_) +
                              "; HINT: lower optimizer.lr or lengthen schedule.warmup_epochs");
   *loss += r.loss;
-  // Accumulation sums micro-batch gradients on the host in the order an allreduce of that many
-  // ranks would (acc = g0, acc += g1, ...), so np=1 with A=2 is bitwise np=2 with A=1.
+  if (stage_->mirrored()) {
+    // Device: micro-batch gradients accumulate in the backend's buffer (backward's accumulate flag);
+    // with MPI the host copy is taken after the last one (reduce_staged_grads); NCCL launches buckets
+    // as backward makes them.
+    if (!last || !host_grads_.empty()) return net_->backward(micro > 0);
+    Communicator* comm = comm_.get();
+    return net_->backward(micro > 0, [comm](int64_t end) { comm->on_grads_ready(end); });
+  }
+  // Host: accumulation sums micro-batch gradients in the order an allreduce of that many ranks
+  // would (acc = g0, acc += g1, ...), so np=1 with A=2 is bitwise np=2 with A=1.
   float* grads = net_->grads_data();
   const int64_t count = net_->param_count();
   if (!last) {
@@ -374,14 +481,19 @@ Status Trainer::train() {
       SX_TRY(metrics_.write({{"kind", "lr_override"}, {"step", sw.step}, {"lr", sw.lr}, {"rank", env_.rank()},
                              {"id", sw.id}}));
     double loss = 0;
-    for (int m = 0; m < a; ++m) SX_TRY(micro_step(m, m == a - 1, &loss));
+    const float loss_scale = scaler_ ? scaler_->scale() : 1.f;
+    for (int m = 0; m < a; ++m) SX_TRY(micro_step(m, m == a - 1, loss_scale, &loss));
+    SX_TRY(reduce_staged_grads());
     SX_TRY(comm_->wait_all());
-    // The buffer holds the sum over ranks and micro-batches (each a batch mean): the fused SGD pass
-    // scales it by 1 / (world · A) instead of two passes of their own.
-    const float grad_scale = comm_->grad_scale() / float(a);
-    SX_TRY(net_->sgd_step({.lr = float(lr), .momentum = float(c_.optimizer.momentum), .nesterov = c_.optimizer.nesterov,
-                           .grad_scale = grad_scale},
-                          segments_));
+    SX_TRY(finish_staged_grads());
+    // The buffer holds the sum over ranks and micro-batches (each a batch mean) times the loss
+    // scale: the fused SGD pass scales it by 1 / (world · A · scale) instead of passes of their own.
+    const float grad_scale = comm_->grad_scale() / float(a) / loss_scale;
+    SX_ASSIGN_OR_RETURN(const bool apply, apply_scaled_step());
+    if (apply)
+      SX_TRY(net_->sgd_step({.lr = float(lr), .momentum = float(c_.optimizer.momentum),
+                             .nesterov = c_.optimizer.nesterov, .grad_scale = grad_scale},
+                            segments_));
     ++step_;
     ++step_in_epoch_;
     log_loss += loss / a;
@@ -407,8 +519,13 @@ Status Trainer::train() {
                     format_duration(sec_per_step * double(job_.total_steps - step_)).c_str());
       if (env_.is_root()) progress_->update(line);
       coord_->post_metrics(step_, epoch_f, mean_loss, lr, img_s);  // stores only; the heartbeat thread sends
-      SX_TRY(metrics_.write({{"kind", "train"}, {"step", step_}, {"epoch", epoch_f}, {"loss", mean_loss}, {"lr", lr},
-                             {"img_s", img_s}, {"time_s", t - t_start}}));
+      nlohmann::ordered_json rec = {{"kind", "train"}, {"step", step_}, {"epoch", epoch_f}, {"loss", mean_loss}, {"lr", lr},
+                            {"img_s", img_s}, {"time_s", t - t_start}};
+      if (scaler_) {
+        rec["loss_scale"] = scaler_->scale();
+        rec["skipped_steps"] = scaler_->skipped_steps();
+      }
+      SX_TRY(metrics_.write(rec));
       log_loss = 0;
       log_steps = 0;
       t_log = now_s();
@@ -456,8 +573,9 @@ Status Trainer::train() {
 
 Status Trainer::eval_only() {
   const std::string path = c_.checkpoint.load.empty() ? c_.checkpoint_dir() : c_.checkpoint.load;
-  auto slots = checkpoint_slots(*net_, true);
+  auto slots = stage_->slots(true);
   SX_ASSIGN_OR_RETURN(storage::LoadResult r, storage::load_checkpoint(path, slots));
+  SX_TRY(stage_->push(HostStage::kAll));
   for (const std::string& w : r.warnings) say("warning: " + w);
   say("evaluating " + r.path + " (step " + std::to_string(r.meta.step) + ") on " + c_.data.val);
   step_ = r.meta.step;
