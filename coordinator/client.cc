@@ -75,7 +75,7 @@ StatusOr<std::unique_ptr<CoordClient>> CoordClient::connect(const std::string& e
   c->enabled_ = true;
   c->endpoint_ = endpoint;
   c->ctx_ = std::make_unique<zmq::context_t>(1);
-  c->req_ = std::make_unique<Requester>(*c->ctx_, endpoint);
+  c->req_ = std::make_unique<Requester>(*c->ctx_, endpoint, opts.keys);
   Message hello;
   hello.kind = MsgKind::kHello;
   auto reply = c->req_->call(hello, timeout_s);
@@ -114,6 +114,7 @@ void CoordClient::connect_sub(const std::string& pub) {
     auto s = std::make_unique<SubSocket>(SubSocket{zmq::socket_t(*ctx_, zmq::socket_type::sub)});
     s->sock.set(zmq::sockopt::linger, 0);
     s->sock.set(zmq::sockopt::subscribe, "");
+    if (opts_.keys.client_ready()) apply_curve_client(s->sock, opts_.keys);
     s->sock.connect(target);
     sub_ = std::move(s);
     sub_endpoint_ = target;

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "coordinator/keys.h"
 #include "coordinator/types.h"
 
 namespace zmq {
@@ -30,6 +31,7 @@ struct ClientOptions {
   double request_timeout_s = 1.0;      // per heartbeat; on timeout the client reconnects
   double table_timeout_s = 60.0;       // register_rank: wait this long for every rank to register
   bool quiet = false;                  // no log lines (tests)
+  CurveKeys keys;                      // the job's client key (read_client_keys); sx_coord requires it
 };
 
 // What MPI says about this process; the rank table must agree.

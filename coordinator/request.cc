@@ -11,8 +11,8 @@
 
 namespace sx::coord {
 
-Requester::Requester(zmq::context_t& ctx, std::string endpoint)
-    : ctx_(ctx), endpoint_(std::move(endpoint)), next_id_((static_cast<uint64_t>(getpid()) << 32) + 1) {}
+Requester::Requester(zmq::context_t& ctx, std::string endpoint, CurveKeys keys)
+    : ctx_(ctx), endpoint_(std::move(endpoint)), keys_(std::move(keys)), next_id_((static_cast<uint64_t>(getpid()) << 32) + 1) {}
 
 Requester::~Requester() = default;
 
@@ -24,6 +24,7 @@ Status Requester::reset() {
     sock_->set(zmq::sockopt::sndtimeo, 0);
     sock_->set(zmq::sockopt::reconnect_ivl, 100);
     sock_->set(zmq::sockopt::reconnect_ivl_max, 1000);
+    if (keys_.client_ready()) apply_curve_client(*sock_, keys_);
     sock_->connect(endpoint_);
   } catch (const zmq::error_t& e) {
     sock_.reset();
@@ -79,9 +80,10 @@ StatusOr<Message> Requester::call(Message req, double timeout_s) {
   return Status::unavailable(os.str());
 }
 
-StatusOr<Message> request_once(const std::string& endpoint, const Message& req, double timeout_s) {
+StatusOr<Message> request_once(const std::string& endpoint, const Message& req, double timeout_s,
+                               const CurveKeys& keys) {
   zmq::context_t ctx(1);
-  Requester r(ctx, endpoint);
+  Requester r(ctx, endpoint, keys);
   return r.call(req, timeout_s);
 }
 

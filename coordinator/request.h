@@ -8,6 +8,7 @@
 #include <string>
 
 #include "common/status.h"
+#include "coordinator/keys.h"
 #include "coordinator/types.h"
 
 namespace zmq {
@@ -19,7 +20,9 @@ namespace sx::coord {
 
 class Requester {
  public:
-  Requester(zmq::context_t& ctx, std::string endpoint);
+  // With keys (client_ready()), the socket runs CURVE as the job's client; without, plain (refused by
+  // every sx_coord, which requires CURVE: only tests of that refusal use it).
+  Requester(zmq::context_t& ctx, std::string endpoint, CurveKeys keys = {});
   ~Requester();
   Requester(const Requester&) = delete;
   Requester& operator=(const Requester&) = delete;
@@ -35,11 +38,13 @@ class Requester {
   Status reset();
   zmq::context_t& ctx_;
   std::string endpoint_;
+  CurveKeys keys_;
   std::unique_ptr<zmq::socket_t> sock_;
   uint64_t next_id_;
 };
 
 // One call on a fresh context, for CLI verbs.
-StatusOr<Message> request_once(const std::string& endpoint, const Message& req, double timeout_s);
+StatusOr<Message> request_once(const std::string& endpoint, const Message& req, double timeout_s,
+                               const CurveKeys& keys = {});
 
 }  // namespace sx::coord

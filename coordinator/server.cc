@@ -84,8 +84,10 @@ StatusOr<std::unique_ptr<Server>> Server::open(ServerOptions opts) {
                        std::to_string(state.table().ranks.size()) + "/" + std::to_string(state.table().world_size) +
                        " ranks, " + std::to_string(state.overrides().size()) + " overrides");
   }
+  SX_ASSIGN_OR_RETURN(CurveKeys keys, load_or_create_job_keys(opts.job_dir));
   std::unique_ptr<Server> s(new Server(std::move(opts), std::move(state)));
   s->lock_ = std::move(lock);
+  s->keys_ = std::move(keys);
   SX_TRY(s->bind());
   s->metrics_ = std::fopen(files.metrics().c_str(), "a");
   if (!s->metrics_) return Status::unavailable("cannot append to " + files.metrics());
@@ -103,10 +105,13 @@ Status Server::bind() {
     router_->set(zmq::sockopt::linger, 0);
     router_->set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(4 * kMaxFrameBytes));  // drops the peer, not us
     router_->set(zmq::sockopt::sndtimeo, 0);
+    zap_ = std::make_unique<ZapAuthenticator>(*ctx_, keys_.client_public);
+    apply_curve_server(*router_, keys_);
     router_->bind(opts_.listen);
     pub_ = std::make_unique<zmq::socket_t>(*ctx_, zmq::socket_type::pub);
     pub_->set(zmq::sockopt::linger, 0);
     pub_->set(zmq::sockopt::sndtimeo, 0);
+    apply_curve_server(*pub_, keys_);
     pub_->bind(opts_.pub);
     bound_pub_ = pub_->get(zmq::sockopt::last_endpoint);
     info_ = ServerInfo{connectable_endpoint(router_->get(zmq::sockopt::last_endpoint)), connectable_endpoint(bound_pub_),
@@ -120,9 +125,16 @@ Status Server::bind() {
 
 Status Server::run(const std::atomic<bool>& stop) {
   while (!stop.load()) {
-    zmq::pollitem_t items[] = {{router_->handle(), 0, ZMQ_POLLIN, 0}};
+    zmq::pollitem_t items[] = {{router_->handle(), 0, ZMQ_POLLIN, 0}, {zap_->handle(), 0, ZMQ_POLLIN, 0}};
     try {
-      zmq::poll(items, 1, std::chrono::milliseconds(opts_.poll_ms));
+      zmq::poll(items, 2, std::chrono::milliseconds(opts_.poll_ms));
+      if (items[1].revents & ZMQ_POLLIN) {
+        const uint64_t before = zap_->refused();
+        zap_->serve_pending();  // CURVE handshakes: only the job's client key gets in
+        const uint64_t now = zap_->refused();
+        if (now != before && (now <= 10 || now / 1000 != before / 1000))
+          log_warn(kWho, "refused a connection without this job's client key (" + std::to_string(now) + " so far)");
+      }
     } catch (const zmq::error_t& e) {
       if (e.num() == EINTR) continue;
       return Status::internal(std::string("zmq::poll: ") + e.what());

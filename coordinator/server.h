@@ -9,6 +9,7 @@
 
 #include "common/status.h"
 #include "coordinator/job_dir.h"
+#include "coordinator/keys.h"
 #include "coordinator/state.h"
 #include "storage/run_lock.h"
 
@@ -21,7 +22,7 @@ namespace sx::coord {
 
 struct ServerOptions {
   std::string job_dir;
-  std::string listen = "tcp://*:5555";  // "tcp://127.0.0.1:*" picks a free port
+  std::string listen = "tcp://127.0.0.1:5555";  // "tcp://127.0.0.1:*" picks a free port; CURVE on every socket
   std::string pub;                      // empty: the listen port + 1 (or a free port for "*")
   std::string job_name;                 // empty: the job dir's base name
   double dead_after = 10;               // T: seconds without heartbeat -> dead
@@ -61,6 +62,8 @@ class Server {
   ServerInfo info_;
   std::string bound_pub_;
   std::unique_ptr<zmq::context_t> ctx_;
+  CurveKeys keys_;                           // DIR/coord_server.key (made when absent)
+  std::unique_ptr<class ZapAuthenticator> zap_;  // allows the job's client key only
   std::unique_ptr<zmq::socket_t> router_, pub_;
   std::FILE* metrics_ = nullptr;
   uint64_t bad_frames_ = 0;

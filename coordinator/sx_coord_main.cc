@@ -29,13 +29,15 @@ std::atomic<bool> g_stop{false};
 void on_signal(int) { g_stop = true; }
 
 struct Target {
-  std::string job_dir, endpoint;
+  std::string job_dir, endpoint, keys;
   double timeout = 3;
 };
 
 void add_target(CLI::App* app, Target* t) {
   app->add_option("--job", t->job_dir, "job dir of a running `sx_coord serve` (reads DIR/coord.json)");
   app->add_option("--endpoint", t->endpoint, "coordinator endpoint, e.g. tcp://host:5555 (instead of --job)");
+  app->add_option("--keys", t->keys,
+                  "the job's client key file (default: DIR/coord_client.key of --job; required with --endpoint)");
   app->add_option("--timeout", t->timeout, "seconds to wait for the coordinator")->capture_default_str();
 }
 
@@ -46,8 +48,12 @@ sx::StatusOr<Message> ask(const Target& t, MsgKind kind, Message req = {}) {
     SX_ASSIGN_OR_RETURN(ServerInfo info, read_server_info(t.job_dir));
     endpoint = info.endpoint;
   }
+  const std::string key_source = !t.keys.empty() ? t.keys : t.job_dir;
+  if (key_source.empty())
+    return sx::Status::invalid_argument("--endpoint needs --keys FILE (the job's coord_client.key), or pass --job DIR");
+  SX_ASSIGN_OR_RETURN(CurveKeys keys, read_client_keys(key_source));
   req.kind = kind;
-  auto reply = request_once(endpoint, req, t.timeout);
+  auto reply = request_once(endpoint, req, t.timeout, keys);
   if (!reply.is_ok() && reply.status().code() == sx::StatusCode::kUnavailable)
     return sx::Status::unavailable("no coordinator at " + endpoint + ": is `sx_coord serve --job " +
                                    (t.job_dir.empty() ? std::string("DIR") : t.job_dir) + "` running?");

@@ -1,6 +1,9 @@
 // The supervisor loop (see supervisor.h and launch/README.md for the rules it follows).
 #include "launch/supervisor.h"
 
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -54,11 +57,32 @@ std::string job_name(const worker::JobConfig& c) {
   return p.filename().string();
 }
 
-StatusOr<StatusReport> query_status(const std::string& endpoint, double timeout_s) {
+StatusOr<StatusReport> query_status(const std::string& endpoint, double timeout_s, const coord::CurveKeys& keys) {
   coord::Message m;
   m.kind = coord::MsgKind::kStatusQuery;
-  SX_ASSIGN_OR_RETURN(coord::Message r, coord::request_once(endpoint, m, timeout_s));
+  SX_ASSIGN_OR_RETURN(coord::Message r, coord::request_once(endpoint, m, timeout_s, keys));
   return r.status;
+}
+
+// This host's address on the route to `host` (a UDP connect sends nothing), "" when unknown.
+std::string address_towards(const std::string& host) {
+  addrinfo hints{};
+  hints.ai_family = AF_INET;
+  hints.ai_socktype = SOCK_DGRAM;
+  addrinfo* res = nullptr;
+  if (getaddrinfo(host.c_str(), "9", &hints, &res) != 0 || !res) return "";
+  std::string out;
+  const int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  sockaddr_in me{};
+  socklen_t len = sizeof me;
+  if (fd >= 0 && ::connect(fd, res->ai_addr, res->ai_addrlen) == 0 &&
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&me), &len) == 0) {
+    char buf[INET_ADDRSTRLEN] = {};
+    if (inet_ntop(AF_INET, &me.sin_addr, buf, sizeof buf)) out = buf;
+  }
+  if (fd >= 0) ::close(fd);
+  freeaddrinfo(res);
+  return out;
 }
 
 // The last `train` record's step in the worker's metrics.jsonl (-1 when none).
@@ -118,7 +142,8 @@ class Supervisor {
 
  private:
   Status start_coord();
-  void keep_coord_alive();
+  Status check_hello() const;
+  Status keep_coord_alive();
   std::vector<std::string> mpirun_argv(const std::vector<Host>& hosts, const BatchPlan& plan) const;
   std::vector<bool> probe(const std::vector<Host>& hosts) const;
   int finish(RestartRecord r, int code);
@@ -127,6 +152,9 @@ class Supervisor {
   const std::atomic<bool>& stop_;
   worker::JobConfig base_;
   std::string run_dir_, coord_dir_, job_, endpoint_, worker_endpoint_, coord_bin_, worker_bin_;
+  std::string coord_listen_, keys_path_;
+  coord::CurveKeys keys_;                   // the job's client key: every request to sx_coord carries it
+  StatusOr<StatusReport> status(double timeout_s) const { return query_status(endpoint_, timeout_s, keys_); }
   std::unique_ptr<storage::RunLock> lock_;  // RUN_DIR/run.lock; rank 0 inherits it through lock_token_
   std::string lock_token_;
   std::unique_ptr<Child> coord_;
@@ -134,12 +162,14 @@ class Supervisor {
   std::optional<RestartRecord> pending_;  // the last restart, written once its first step is seen
   double pending_t_ = 0;                  // when that failure was acted on (steady clock)
   uint32_t known_gen_ = 0;                // newest rank-table generation seen
+  int coord_restarts_ = 0;                // since the coordinator last ran 5 minutes in a row
+  double coord_started_ = 0, next_coord_try_ = 0;
   std::map<int32_t, std::pair<int64_t, double>> pause_seen_;  // rank -> (step, first seen stalled there)
 };
 
 Status Supervisor::start_coord() {
   std::vector<std::string> argv = {coord_bin_, "serve", "--job", coord_dir_, "--job-name", job_, "--listen",
-                                   o_.coord_listen, "--dead-after", std::to_string(o_.dead_after)};
+                                   coord_listen_, "--dead-after", std::to_string(o_.dead_after)};
   if (o_.stall_after > 0) argv.insert(argv.end(), {"--stall-after", std::to_string(o_.stall_after)});
   SX_ASSIGN_OR_RETURN(coord_, Child::start(argv, coord_dir_ + "/serve.log", /*echo=*/false));
   const double end = now_s() + 15;
@@ -148,20 +178,61 @@ Status Supervisor::start_coord() {
     if (coord_->poll(&code))
       return Status::unavailable("sx_coord serve exited with code " + std::to_string(code) + "; see " + coord_dir_ +
                                  "/serve.log");
-    if (query_status(endpoint_, 0.5).is_ok()) return Status::ok();
+    if (!keys_.client_ready()) {  // serve makes the keys at its first start
+      auto k = coord::read_client_keys(keys_path_);
+      if (k.is_ok()) keys_ = std::move(k).value();
+      else std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      continue;
+    }
+    if (status(0.5).is_ok()) {
+      coord_started_ = now_s();
+      return check_hello();
+    }
   }
+  coord_->stop(1.0);
   return Status::unavailable("sx_coord serve did not answer at " + endpoint_ + " within 15 s; see " + coord_dir_ +
                              "/serve.log");
 }
 
+// The coordinator on our endpoint must serve this job (not another job's that holds the port).
+Status Supervisor::check_hello() const {
+  coord::Message m;
+  m.kind = coord::MsgKind::kHello;
+  SX_ASSIGN_OR_RETURN(coord::Message r, coord::request_once(endpoint_, m, 2.0, keys_));
+  if (r.hello_reply.job != job_)
+    return Status::invalid_argument("the coordinator at " + endpoint_ + " serves job '" + r.hello_reply.job +
+                                    "', not '" + job_ + "'. HINT: another job's coordinator has that port");
+  return Status::ok();
+}
+
 // A coordinator that died (or was killed) is started again on the same job dir and port: it reloads the
 // rank table and overrides from disk, and the workers' clients reconnect by themselves.
-void Supervisor::keep_coord_alive() {
+// Restarts back off (0.5 s doubling to 30 s) and are capped: an error once --max-coord-restarts are used.
+Status Supervisor::keep_coord_alive() {
+  if (!o_.coord.empty()) return Status::ok();  // someone else's coordinator
   int code = 0;
-  if (!coord_ || !coord_->poll(&code)) return;
-  say("the coordinator exited (code " + std::to_string(code) + "); restarting it on " + o_.coord_listen);
+  if (coord_ && !coord_->poll(&code)) return Status::ok();
+  const double now = now_s();
+  if (coord_) {
+    say("the coordinator exited (code " + std::to_string(code) + ")");
+    coord_.reset();
+    if (now - coord_started_ > 300) coord_restarts_ = 0;  // it ran a long while: a fresh budget
+    next_coord_try_ = coord_restarts_ == 0 ? now : now + std::min(30.0, 0.5 * double(1 << std::min(coord_restarts_, 6)));
+  }
+  if (now < next_coord_try_) return Status::ok();
+  if (coord_restarts_ >= o_.max_coord_restarts)
+    return Status::unavailable("the coordinator could not be kept running: " + std::to_string(coord_restarts_) +
+                               " restarts (--max-coord-restarts); see " + coord_dir_ + "/serve.log");
+  ++coord_restarts_;
+  say("restarting the coordinator on " + coord_listen_ + " (restart " + std::to_string(coord_restarts_) + " of at most " +
+      std::to_string(o_.max_coord_restarts) + ")");
   Status s = start_coord();
-  if (!s.is_ok()) say("warning: coordinator restart failed: " + s.to_string());
+  if (!s.is_ok()) {
+    say("warning: coordinator restart failed: " + s.to_string());
+    coord_.reset();
+    next_coord_try_ = now_s() + std::min(30.0, 0.5 * double(1 << std::min(coord_restarts_, 6)));
+  }
+  return Status::ok();
 }
 
 std::vector<std::string> Supervisor::mpirun_argv(const std::vector<Host>& hosts, const BatchPlan& plan) const {
@@ -178,6 +249,7 @@ std::vector<std::string> Supervisor::mpirun_argv(const std::vector<Host>& hosts,
   add("resume=auto");
   add("coord.endpoint=" + worker_endpoint_);
   add("coord.job=" + job_);
+  add("coord.keys=" + keys_path_);
   for (const std::string& kv : plan.overrides) add(kv);
   return a;
 }
@@ -187,7 +259,8 @@ std::vector<std::string> Supervisor::mpirun_argv(const std::vector<Host>& hosts,
 // This machine's own name (or localhost) is probed without the agent, as mpirun starts it without one.
 std::vector<bool> Supervisor::probe(const std::vector<Host>& hosts) const {
   const std::string agent = o_.agent.empty() ? "ssh -o BatchMode=yes -o ConnectTimeout=3" : o_.agent;
-  const std::vector<std::string> cmd = {coord_bin_, "status", "--endpoint", worker_endpoint_, "--timeout", "2"};
+  const std::vector<std::string> cmd = {coord_bin_, "status", "--endpoint", worker_endpoint_, "--keys", keys_path_,
+                                        "--timeout", "2"};
   const std::string me = host_name();
   std::vector<Host> remote, local;
   for (const Host& h : hosts) (h.name == "localhost" || h.name == me ? local : remote).push_back(h);
@@ -230,11 +303,24 @@ StatusOr<int> Supervisor::run() {
   coord_bin_ = o_.coord_bin.empty() ? self_dir() + "/sx_coord" : o_.coord_bin;
   worker_bin_ = o_.worker.empty() ? self_dir() + "/sx_worker" : o_.worker;
 
+  keys_path_ = o_.coord_keys.empty() ? coord::client_key_path(coord_dir_) : o_.coord_keys;
+  coord_listen_ = o_.coord_listen;
+  if (coord_listen_.empty()) {
+    // Not every interface: loopback for a local job, else the one the job's hosts are reached through.
+    std::string remote;
+    for (const auto* list : {&o_.hosts, &o_.standby})
+      for (const Host& h : *list)
+        if (remote.empty() && h.name != "localhost" && h.name != host_name()) remote = h.name;
+    const std::string addr = remote.empty() ? "127.0.0.1" : address_towards(remote);
+    if (addr.empty()) return Status::unavailable("cannot tell this host's address towards " + remote +
+                                                 ". HINT: pass --coord-listen tcp://ADDRESS:5555");
+    coord_listen_ = "tcp://" + addr + ":5555";
+  }
   if (o_.coord.empty()) {
-    endpoint_ = coord::connectable_endpoint(o_.coord_listen);
+    endpoint_ = coord::connectable_endpoint(coord_listen_);
     worker_endpoint_ = o_.coord_connect;
     if (worker_endpoint_.empty()) {
-      worker_endpoint_ = o_.coord_listen;
+      worker_endpoint_ = coord_listen_;
       for (const char* wild : {"tcp://*:", "tcp://0.0.0.0:"})
         if (worker_endpoint_.rfind(wild, 0) == 0)
           worker_endpoint_ = "tcp://" + host_name() + ":" + worker_endpoint_.substr(std::string(wild).size());
@@ -243,6 +329,8 @@ StatusOr<int> Supervisor::run() {
     say("coordinator for job '" + job_ + "' at " + worker_endpoint_ + " (state in " + coord_dir_ + ")");
   } else {
     endpoint_ = worker_endpoint_ = o_.coord;
+    SX_ASSIGN_OR_RETURN(keys_, coord::read_client_keys(keys_path_));
+    SX_TRY(check_hello());
   }
 
   const int base_world = total_slots(o_.hosts);
@@ -254,7 +342,7 @@ StatusOr<int> Supervisor::run() {
       return finish(record(attempt, "gave_up", plan.status().message(), hosts), 1);
     }
     if (pending_) pending_->batch = plan->describe();
-    auto before = query_status(endpoint_, 2.0);
+    auto before = status(2.0);
     if (before.is_ok()) known_gen_ = std::max(known_gen_, before->table.generation);
     const uint32_t gen_before = known_gen_;  // this launch's ranks register as a later generation
     MpirunReport report;
@@ -266,6 +354,7 @@ StatusOr<int> Supervisor::run() {
         Child::start(argv, run_dir_ + "/launch-" + std::to_string(attempt) + ".log", o_.echo,
                      [&report](const std::string& line) { report.on_line(line); }));
     const double t_launch = now_s();
+    double last_answer = t_launch;  // the coordinator's last answer
     pause_seen_.clear();
     bool running = false;
     int64_t max_step = -1;
@@ -279,10 +368,18 @@ StatusOr<int> Supervisor::run() {
         return finish(record(attempt, "interrupted", "signal", hosts), 130);
       }
       std::this_thread::sleep_for(std::chrono::duration<double>(o_.poll_interval));
-      keep_coord_alive();
+      if (Status cs = keep_coord_alive(); !cs.is_ok()) {
+        job->stop(3.0);
+        return finish(record(attempt, "gave_up", cs.message(), hosts), 1);
+      }
       int code = 0;
       const bool exited = job->poll(&code);
-      auto st = query_status(endpoint_, 1.0);
+      auto st = status(1.0);
+      if (st.is_ok()) last_answer = now_s();
+      else if (running && now_s() - last_answer > o_.coord_unreachable_after * o_.dead_after && reason.empty())
+        reason = "the coordinator at " + endpoint_ + " has not answered for " +
+                 std::to_string(int(now_s() - last_answer)) + " s (> " + std::to_string(o_.coord_unreachable_after) +
+                 " x T): nobody watches the ranks";
       if (st.is_ok() && st->table.generation > gen_before && st->table.complete) {
         running = true;
         known_gen_ = std::max(known_gen_, st->table.generation);
@@ -358,7 +455,7 @@ StatusOr<int> Supervisor::run() {
     double confirm_s = NAN;
     const double confirm_end = now_s() + o_.dead_after + 1;
     while (!dead.empty() && now_s() < confirm_end) {
-      auto st = query_status(endpoint_, 1.0);
+      auto st = status(1.0);
       bool all_dead = st.is_ok();
       if (st.is_ok())
         for (const coord::RankStatus& r : st->ranks)

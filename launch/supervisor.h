@@ -23,7 +23,9 @@ struct SupervisorOptions {
   std::string mpirun = "mpirun";
   std::string worker, coord_bin;       // "" = next to sx_launch
   std::string coord;                   // an already running coordinator's endpoint ("" = start one)
-  std::string coord_listen = "tcp://*:5555";
+  std::string coord_listen;            // "" = tcp://127.0.0.1:5555 for a local job, else this host's address
+                                       // on the route to the first remote host, port 5555
+  std::string coord_keys;              // the coordinator's client key ("" = RUN_DIR/coord/coord_client.key)
   std::string coord_connect;           // what ranks connect to ("" = coord_listen, '*' -> this host's name)
   double dead_after = 10, stall_after = -1;
   double start_timeout = 180;          // a launch whose ranks have not all registered by then failed
@@ -31,6 +33,9 @@ struct SupervisorOptions {
   double probe_timeout = 6;
   double poll_interval = 0.25;
   int max_restarts = 3, min_hosts = 1;
+  int max_coord_restarts = 10;         // coordinator restarts (backoff 0.5 s doubling to 30 s) before giving up;
+                                       // the count starts again after 5 minutes of uptime
+  double coord_unreachable_after = 3;  // N: a running job whose coordinator has not answered for N·T is aborted
   bool echo = true;                    // copy mpirun's output to stderr
 };
 

@@ -39,6 +39,12 @@ static int launch_main(int argc, char** argv) {
   app.add_option("--standby", standby, "spare hosts taken, in order, for dropped ones: h4,h5");
   app.add_option("--max-restarts", o.max_restarts, "relaunches before giving up")->capture_default_str();
   app.add_option("--min-hosts", o.min_hosts, "give up rather than run on fewer hosts")->capture_default_str();
+  app.add_option("--max-coord-restarts", o.max_coord_restarts,
+                 "coordinator restarts (with backoff) before giving up; counted afresh after 5 min of uptime")
+      ->capture_default_str();
+  app.add_option("--coord-unreachable-after", o.coord_unreachable_after,
+                 "N: abort (and relaunch) a running job whose coordinator has not answered for N x --dead-after")
+      ->capture_default_str();
   app.add_option("--agent", o.agent,
                  "remote shell for mpirun (plm_rsh_agent) and for probing hosts, e.g. launch/netns-agent "
                  "(default: mpirun's ssh; probes use ssh -o BatchMode=yes)");
@@ -46,7 +52,11 @@ static int launch_main(int argc, char** argv) {
   app.add_option("--mpirun", o.mpirun, "mpirun program")->capture_default_str();
   app.add_option("--worker", o.worker, "sx_worker path (default: next to sx_launch)");
   app.add_option("--coord", o.coord, "use this running coordinator (tcp://HOST:PORT) instead of starting one");
-  app.add_option("--coord-listen", o.coord_listen, "where the started sx_coord listens")->capture_default_str();
+  app.add_option("--coord-listen", o.coord_listen,
+                 "where the started sx_coord listens (default: tcp://127.0.0.1:5555 for a local job, else this "
+                 "host's address towards the first remote host, port 5555)");
+  app.add_option("--coord-keys", o.coord_keys,
+                 "the coordinator's client key file (default: RUN_DIR/coord/coord_client.key, made by sx_coord serve)");
   app.add_option("--coord-connect", o.coord_connect,
                  "endpoint the ranks connect to (default: --coord-listen, '*' replaced by this host's name)");
   app.add_option("--dead-after", o.dead_after, "T: a rank silent for T s is dead")->capture_default_str();

@@ -21,8 +21,16 @@ namespace {
 using namespace sx::coord::testing;
 using Clock = std::chrono::steady_clock;
 
-ClientOptions fast_opts() {
+// The job's client key (sx_coord serve made it in the job dir); without one the server lets nobody in.
+CurveKeys keys_of(const std::string& job_dir) {
+  auto k = read_client_keys(job_dir);
+  EXPECT_TRUE(k.is_ok()) << k.status().to_string();
+  return k.is_ok() ? *k : CurveKeys{};
+}
+
+ClientOptions fast_opts(const std::string& job_dir = "") {
   ClientOptions o;
+  if (!job_dir.empty()) o.keys = keys_of(job_dir);
   o.heartbeat_interval_s = 0.2;
   o.request_timeout_s = 0.3;
   o.table_timeout_s = 10;
@@ -48,12 +56,12 @@ struct Rank {
 };
 
 // Connects and registers `world` ranks concurrently (register_rank waits for the full table).
-std::vector<Rank> start_ranks(const std::string& endpoint, const std::string& job,
+std::vector<Rank> start_ranks(const ServerProc& srv, const std::string& job,
                               const std::vector<std::pair<RegisterRank, MpiView>>& specs) {
   std::vector<std::future<Rank>> fs;
   for (const auto& [r, v] : specs)
     fs.push_back(std::async(std::launch::async, [&, r = r, v = v] {
-      auto c = CoordClient::connect(endpoint, job, 5, fast_opts());
+      auto c = CoordClient::connect(srv.endpoint(), job, 5, fast_opts(srv.dir()));
       EXPECT_TRUE(c.is_ok()) << c.status().to_string();
       if (!c.is_ok()) return Rank{};
       auto t = (*c)->register_rank(r, v);
@@ -65,10 +73,10 @@ std::vector<Rank> start_ranks(const std::string& endpoint, const std::string& jo
   return out;
 }
 
-StatusReport query_status(const std::string& endpoint) {
+StatusReport query_status(const ServerProc& srv) {
   Message q;
   q.kind = MsgKind::kStatusQuery;
-  auto r = request_once(endpoint, q, 3);
+  auto r = request_once(srv.endpoint(), q, 3, keys_of(srv.dir()));
   EXPECT_TRUE(r.is_ok()) << r.status().to_string();
   return r.is_ok() ? r->status : StatusReport{};
 }
@@ -93,7 +101,7 @@ TEST(CoordServer, RegisterThreeRanksOnTwoHostsAndReportMetrics) {
   ServerProc srv(fresh_job_dir("reg"), 5);
   ASSERT_TRUE(srv.start()) << read_file(srv.dir() + "/serve.log");
   std::string job = std::filesystem::path(srv.dir()).filename().string();
-  auto ranks = start_ranks(srv.endpoint(), job, kThreeOnTwo);
+  auto ranks = start_ranks(srv, job, kThreeOnTwo);
   ASSERT_EQ(ranks.size(), 3u);
   for (const auto& r : ranks) {
     ASSERT_TRUE(r.client);
@@ -132,7 +140,7 @@ TEST(CoordServer, RegisterThreeRanksOnTwoHostsAndReportMetrics) {
   EXPECT_EQ(rc, 0);
   EXPECT_NE(table.find("nodeB"), std::string::npos) << table;
   EXPECT_EQ(run_cli("ranktable --hostfile --job " + srv.dir(), &rc), "nodeA slots=2\nnodeB slots=1\n");
-  auto rt = nlohmann::json::parse(run_cli("ranktable --json --endpoint " + srv.endpoint(), &rc));
+  auto rt = nlohmann::json::parse(run_cli("ranktable --json --endpoint " + srv.endpoint() + " --keys " + srv.dir() + "/coord_client.key", &rc));
   EXPECT_EQ(rt["hosts"][1]["leader"], 2);
   EXPECT_EQ(rt["steps_per_epoch"], 50);
 
@@ -153,7 +161,7 @@ TEST(CoordServer, SilentRankIsDeadAndFrozenStepIsStalled) {
   ServerProc srv(fresh_job_dir("dead"), T);
   ASSERT_TRUE(srv.start());
   std::string job = std::filesystem::path(srv.dir()).filename().string();
-  auto ranks = start_ranks(srv.endpoint(), job, kThreeOnTwo);
+  auto ranks = start_ranks(srv, job, kThreeOnTwo);
   ASSERT_EQ(ranks.size(), 3u);
   ranks[1].client->post_metrics(5, 0, 1, 0.1, 10, 0);  // rank 1: heartbeats, step frozen at 5
   ranks[2].client.reset();                              // rank 2: silent from now on
@@ -167,13 +175,13 @@ TEST(CoordServer, SilentRankIsDeadAndFrozenStepIsStalled) {
   });
   // Generous deadlines (a loaded machine delays the server's sweep); the lower bound is the claim
   // that a rank is not declared dead before T of silence.
-  bool dead = wait_for([&] { return query_status(srv.endpoint()).ranks[2].state == RankState::kDead; }, T + 30.0);
+  bool dead = wait_for([&] { return query_status(srv).ranks[2].state == RankState::kDead; }, T + 30.0);
   double took = std::chrono::duration<double>(Clock::now() - silent_since).count();
   EXPECT_TRUE(dead) << "rank 2 never declared dead";
   EXPECT_GT(took, T - 0.2);
-  bool stalled = wait_for([&] { return query_status(srv.endpoint()).ranks[1].state == RankState::kStalled; }, T + 30.0);
+  bool stalled = wait_for([&] { return query_status(srv).ranks[1].state == RankState::kStalled; }, T + 30.0);
   EXPECT_TRUE(stalled);
-  StatusReport s = query_status(srv.endpoint());
+  StatusReport s = query_status(srv);
   EXPECT_EQ(s.ranks[0].state, RankState::kAlive);
   EXPECT_GT(s.ranks[0].metrics.step, 5);
   stop = true;
@@ -185,7 +193,7 @@ TEST(CoordServer, OverridesReachClientsAndSurviveSigkillRestart) {
   ServerProc srv(fresh_job_dir("kill"), 10);
   ASSERT_TRUE(srv.start());
   std::string job = std::filesystem::path(srv.dir()).filename().string();
-  auto ranks = start_ranks(srv.endpoint(), job, {{me(0, 1, "solo", 0, 50), MpiView{}}});
+  auto ranks = start_ranks(srv, job, {{me(0, 1, "solo", 0, 50), MpiView{}}});
   ASSERT_TRUE(ranks[0].client);
   CoordClient& c = *ranks[0].client;
   std::this_thread::sleep_for(std::chrono::milliseconds(300));  // let the SUB connection settle
@@ -228,7 +236,7 @@ TEST(CoordServer, OverridesReachClientsAndSurviveSigkillRestart) {
   uint64_t answered = c.heartbeats_answered();
   ASSERT_TRUE(srv.start()) << read_file(srv.dir() + "/serve.log");
   ASSERT_TRUE(wait_for([&] { return c.connected() && c.heartbeats_answered() > answered; }, 3.0));
-  StatusReport s = query_status(srv.endpoint());
+  StatusReport s = query_status(srv);
   EXPECT_EQ(s.table.generation, 1u);
   ASSERT_EQ(s.ranks.size(), 1u);
   EXPECT_EQ(s.ranks[0].host, "solo");
@@ -238,7 +246,7 @@ TEST(CoordServer, OverridesReachClientsAndSurviveSigkillRestart) {
   EXPECT_TRUE(c.poll_overrides().empty());  // no duplicates after the reconnect
 
   // A client that missed the broadcasts gets them in its first heartbeat reply.
-  auto late = CoordClient::connect(srv.endpoint(), job, 3, fast_opts());
+  auto late = CoordClient::connect(srv.endpoint(), job, 3, fast_opts(srv.dir()));
   ASSERT_TRUE(late.is_ok());
   ASSERT_TRUE((*late)->register_rank(me(0, 1, "solo", 0, 50), MpiView{}).is_ok());
   std::vector<LrOverride> late_got;
@@ -264,7 +272,7 @@ TEST(CoordServer, MalformedFramesGetErrorRepliesAndChangeNothing) {
   ASSERT_TRUE(srv.start());
   std::string job = std::filesystem::path(srv.dir()).filename().string();
   {
-    auto ranks = start_ranks(srv.endpoint(), job, {{me(0, 1, "solo", 0), MpiView{}}});
+    auto ranks = start_ranks(srv, job, {{me(0, 1, "solo", 0), MpiView{}}});
     int rc = 0;
     std::string out = run_cli("set-lr --job " + srv.dir() + " --lr 0.2 --from-step 7", &rc);
     ASSERT_EQ(rc, 0) << out;
@@ -276,6 +284,7 @@ TEST(CoordServer, MalformedFramesGetErrorRepliesAndChangeNothing) {
   zmq::socket_t s(ctx, zmq::socket_type::dealer);
   s.set(zmq::sockopt::linger, 0);
   s.set(zmq::sockopt::rcvtimeo, 3000);
+  apply_curve_client(s, keys_of(srv.dir()));  // an authenticated peer sending garbage
   s.connect(srv.endpoint());
   Message hello;
   hello.kind = MsgKind::kHello;
@@ -325,7 +334,7 @@ TEST(CoordServer, MalformedFramesGetErrorRepliesAndChangeNothing) {
   EXPECT_EQ(d->kind, MsgKind::kError);
 
   EXPECT_TRUE(srv.running());
-  StatusReport st = query_status(srv.endpoint());
+  StatusReport st = query_status(srv);
   EXPECT_EQ(st.table.generation, 1u);
   EXPECT_EQ(st.overrides.size(), 1u);
   EXPECT_EQ(read_file(srv.dir() + "/coord_state.json"), state_before);
@@ -360,13 +369,15 @@ TEST(CoordClient, WrongJobAndNoticesAndClientStartsBeforeServer) {
   std::string dir = fresh_job_dir("late");
   ServerProc srv(dir, 10);
   std::string job = std::filesystem::path(dir).filename().string();
-  // The server comes up while the client is already waiting in connect().
-  auto fut = std::async(std::launch::async, [&] { return CoordClient::connect(srv.endpoint(), job, 5, fast_opts()); });
+  // The server comes up while the client is already waiting in connect() (with the job's keys, made
+  // beforehand as sx_launch's first `serve` would have).
+  ASSERT_TRUE(load_or_create_job_keys(dir).is_ok());
+  auto fut = std::async(std::launch::async, [&] { return CoordClient::connect(srv.endpoint(), job, 5, fast_opts(srv.dir())); });
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   ASSERT_TRUE(srv.start());
   auto c = fut.get();
   ASSERT_TRUE(c.is_ok()) << c.status().to_string();
-  auto wrong = CoordClient::connect(srv.endpoint(), "other-job", 2, fast_opts());
+  auto wrong = CoordClient::connect(srv.endpoint(), "other-job", 2, fast_opts(srv.dir()));
   ASSERT_FALSE(wrong.is_ok());
   EXPECT_NE(wrong.status().message().find("other-job"), std::string::npos);
   ASSERT_TRUE((*c)->register_rank(me(0, 1, "solo", 0), MpiView{}).is_ok());
@@ -386,7 +397,7 @@ TEST(CoordClient, MpiMismatchAndIncompleteTableAreClearErrors) {
   ServerProc srv(fresh_job_dir("mismatch"), 10);
   ASSERT_TRUE(srv.start());
   std::string job = std::filesystem::path(srv.dir()).filename().string();
-  ClientOptions o = fast_opts();
+  ClientOptions o = fast_opts(srv.dir());
   o.table_timeout_s = 0.5;
   // World of 3, only rank 0 shows up: fails after the table timeout naming the missing ranks.
   auto c = CoordClient::connect(srv.endpoint(), job, 2, o);
@@ -400,7 +411,7 @@ TEST(CoordClient, MpiMismatchAndIncompleteTableAreClearErrors) {
   t = (*d)->register_rank(me(0, 1, "nodeA", 0), MpiView{0, 1, 0, 2, 0});
   ASSERT_FALSE(t.is_ok());
   EXPECT_NE(t.status().message().find("rank table mismatch on host 'nodeA'"), std::string::npos) << t.status().message();
-  EXPECT_EQ(query_status(srv.endpoint()).table.generation, 2u);  // the world-size change started a generation
+  EXPECT_EQ(query_status(srv).table.generation, 2u);  // the world-size change started a generation
 }
 
 TEST(CoordPlot, SyntheticLogGivesAPngAndBadInputAClearError) {

@@ -13,6 +13,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "coordinator/keys.h"
 #include "tests/test_coord_util.h"
 #include "tests/test_train_util.h"
 
@@ -55,7 +56,7 @@ TEST_F(TrainCoord, OverrideSwitchesLrAtTheSameStepOnEveryRank) {
   const fs::path log = run_dir.string() + ".log";
   // 256 samples / (2 ranks x 8) = 16 steps per epoch, 3 epochs = 48 steps; a train record every step.
   ASSERT_EQ(run(mpirun(2, worker_args(*root_, run_dir,
-                                      {"coord.endpoint=" + srv.endpoint(), "coord.connect_timeout_s=10",
+                                      {"coord.endpoint=" + srv.endpoint(), "coord.keys=" + srv.dir(), "coord.connect_timeout_s=10",
                                        "batch.per_rank=8", "log.every_steps=1", "eval.at_end=false",
                                        "eval.every_epochs=0", "checkpoint.every_epochs=0"})),
                 log),
@@ -119,7 +120,11 @@ TEST_F(TrainCoord, OverrideSwitchesLrAtTheSameStepOnEveryRank) {
 TEST_F(TrainCoord, UnreachableCoordinatorFailsWithinTheTimeoutNamingIt) {
   const std::string endpoint = "tcp://127.0.0.1:" + std::to_string(ct::free_port());  // nobody listens
   const fs::path run_dir = *root_ / "dead_coord";
-  const pid_t pid = spawn(worker_args(*root_, run_dir, {"coord.endpoint=" + endpoint, "coord.connect_timeout_s=2",
+  const fs::path keys = *root_ / "dead_coord_keys";  // a job's keys, so only the endpoint is wrong
+  fs::create_directories(keys);
+  ASSERT_TRUE(sx::coord::load_or_create_job_keys(keys.string()).is_ok());
+  const pid_t pid = spawn(worker_args(*root_, run_dir, {"coord.endpoint=" + endpoint, "coord.keys=" + keys.string(),
+                                                        "coord.connect_timeout_s=2",
                                                         "max_steps=2"}),
                           run_dir.string() + ".log");
   // It gives up by itself (a worker that waited forever would still run at the generous deadline).

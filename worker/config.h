@@ -116,6 +116,7 @@ struct LogConfig {
 struct CoordConfig {
   std::string endpoint = "none";    // sx_coord request endpoint (tcp://host:port); none = no coordinator
   std::string job;                  // job name the coordinator serves; "" = run_dir's last component
+  std::string keys;                 // the job's client key: a file or the coordinator's job dir ("" = run_dir/coord)
   double connect_timeout_s = 30;    // give up (error naming the endpoint) when nobody answers by then
   int64_t check_every_steps = 1;    // leader polls LR overrides and broadcasts them every N steps
 };

@@ -232,6 +232,7 @@ std::vector<ConfigField> build_fields() {
 
       FIELD(coord.endpoint, "", "sx_coord endpoint tcp://HOST:PORT (none = train without a coordinator)"),
       FIELD(coord.job, "", "job name the coordinator serves (\"\" = the last component of run_dir)"),
+      FIELD(coord.keys, "", "the coordinator's client key (coord_client.key) or its job dir (\"\" = run_dir/coord)"),
       FIELD(coord.connect_timeout_s, "", "fail when no coordinator answers within this many seconds"),
       FIELD(coord.check_every_steps, "", "rank 0 polls LR overrides and broadcasts them every N steps (>= 1)"),
 

@@ -61,7 +61,15 @@ StatusOr<std::unique_ptr<CoordLink>> CoordLink::open(const JobConfig& c, MpiEnv&
                                     std::to_string(c.coord.connect_timeout_s));
   link->every_ = c.coord.check_every_steps;
   const std::string job = job_name(c);
-  auto client = coord::CoordClient::connect(c.coord.endpoint, job, c.coord.connect_timeout_s);
+  coord::ClientOptions opts;
+  if (!c.coord.endpoint.empty() && c.coord.endpoint != "none") {
+    // sx_coord accepts only the job's client key (CURVE); it lives in the coordinator's job dir.
+    auto keys = coord::read_client_keys(c.coord.keys.empty() ? c.run_dir + "/coord" : c.coord.keys);
+    if (!keys.is_ok())
+      return keys.status().with_context("coord.keys=" + (c.coord.keys.empty() ? "(run_dir/coord)" : c.coord.keys));
+    opts.keys = std::move(keys).value();
+  }
+  auto client = coord::CoordClient::connect(c.coord.endpoint, job, c.coord.connect_timeout_s, opts);
   if (!client.is_ok())
     return client.status().with_context("coord.endpoint=" + c.coord.endpoint + " (job '" + job + "')");
   link->client_ = std::move(client).value();

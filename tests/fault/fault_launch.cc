@@ -115,7 +115,8 @@ std::string launch_log(const Job& j) { return read_text(j.run_dir.string() + ".l
 StatusOr<coord::StatusReport> status(const Job& j) {
   coord::Message m;
   m.kind = coord::MsgKind::kStatusQuery;
-  SX_ASSIGN_OR_RETURN(coord::Message r, coord::request_once(j.endpoint, m, 1.0));
+  SX_ASSIGN_OR_RETURN(coord::CurveKeys keys, coord::read_client_keys((j.run_dir / "coord").string()));
+  SX_ASSIGN_OR_RETURN(coord::Message r, coord::request_once(j.endpoint, m, 1.0, keys));
   return r.status;
 }
 
@@ -277,7 +278,8 @@ TEST_F(Fault, CoordinatorSigkillLosesNothingAndLrOverrideSwitchesEveryRankAtOneS
   const int64_t from = max_step(j) + 6;
   const fs::path coord_dir = j.run_dir / "coord";
   std::ostringstream cmd;
-  cmd << (bin_dir() / "sx_coord").string() << " set-lr --endpoint " << j.endpoint << " --lr 0.0123 --from-step " << from
+  cmd << (bin_dir() / "sx_coord").string() << " set-lr --endpoint " << j.endpoint << " --keys " << coord_dir.string()
+      << " --lr 0.0123 --from-step " << from
       << " >/dev/null 2>&1";
   ASSERT_EQ(std::system(cmd.str().c_str()), 0);
   auto before = status(j);
@@ -347,7 +349,8 @@ TEST_F(Fault, DrainLeavesEveryRankAtOneStepAfterACheckpoint) {
   Job j = start_launch("drain", "sxf1,sxf2", {"epochs=1", "batch.accumulate=3", "eval.at_end=false"});  // 16 x 2 x 3 = 96
   ASSERT_TRUE(wait_until([&] { return max_step(j) >= 5; }, 120)) << launch_log(j);
   std::ostringstream cmd;
-  cmd << (bin_dir() / "sx_coord").string() << " drain --endpoint " << j.endpoint << " --reason fault-test >/dev/null 2>&1";
+  cmd << (bin_dir() / "sx_coord").string() << " drain --endpoint " << j.endpoint << " --keys "
+      << (j.run_dir / "coord").string() << " --reason fault-test >/dev/null 2>&1";
   ASSERT_EQ(std::system(cmd.str().c_str()), 0);
   ASSERT_EQ(wait_launch(j, 120), 0) << launch_log(j);
   const std::string log = launch_log(j);
@@ -387,8 +390,8 @@ TEST_F(Fault, StopAtAStepLeavesEveryRankThereWithoutACheckpoint) {
   int64_t at = max_step(j) + 10;  // the notice reaches rank 0 well before; not a checkpoint step
   if (at % kCkptEvery == 0) ++at;
   std::ostringstream cmd;
-  cmd << (bin_dir() / "sx_coord").string() << " stop --endpoint " << j.endpoint << " --from-step " << at
-      << " >/dev/null 2>&1";
+  cmd << (bin_dir() / "sx_coord").string() << " stop --endpoint " << j.endpoint << " --keys "
+      << (j.run_dir / "coord").string() << " --from-step " << at << " >/dev/null 2>&1";
   ASSERT_EQ(std::system(cmd.str().c_str()), 0);
   ASSERT_EQ(wait_launch(j, 120), 0) << launch_log(j);
   const std::string log = launch_log(j);
