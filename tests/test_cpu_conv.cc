@@ -225,7 +225,9 @@ TEST(ConvLayout, DenseConvBetweenBlockedLayersDoesNotReorder) {
   EXPECT_EQ(be->reorder_count(), before) << "forward at " << cpu_isa_name(level);
   ASSERT_TRUE((*op)->backward_data(y.t, static_cast<float*>(w.get()), dx.t).is_ok());
   ASSERT_TRUE((*op)->backward_weights(x.t, y.t, static_cast<float*>(dw.get()), false).is_ok());
-  if (level >= CpuIsa::kAvx2) EXPECT_EQ(be->reorder_count(), before) << "backward at " << cpu_isa_name(level);
+  if (level >= CpuIsa::kAvx2) {
+    EXPECT_EQ(be->reorder_count(), before) << "backward at " << cpu_isa_name(level);
+  }
 }
 
 // freeze_weights: while frozen, a forward keeps the weights it converted in this freeze (writing
@@ -308,8 +310,9 @@ TEST(ConvPlan, RealShapesAvoidReferenceAndGemmImplementations) {
     const auto first = info.find(" | "), last = info.rfind(" | ");
     if (s.c < 16 && first != std::string::npos) info = info.substr(0, first) + info.substr(last);  // input grad unused
     EXPECT_EQ(info.find("ref"), std::string::npos) << d.in.to_string() << " g" << s.groups << ": " << info;
-    if (jit_promised)
+    if (jit_promised) {
       EXPECT_EQ(info.find("gemm"), std::string::npos) << d.in.to_string() << " g" << s.groups << ": " << info;
+    }
   }
 }
 
