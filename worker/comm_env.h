@@ -51,10 +51,16 @@ class MpiEnv {
   Status allreduce_max(std::span<double> values);
   Status barrier();
 
+  // A failure that every rank detected together and returns (the shared-storage check): sx_worker's
+  // main then lets rank 0 print the one message and every rank exit 1 normally, instead of MPI_Abort.
+  void set_failed_together() { failed_together_ = true; }
+  bool failed_together() const { return failed_together_; }
+
  private:
   MpiEnv() = default;
   bool owns_mpi_ = false;  // we called MPI_Init_thread, so we finalise
   int thread_level_ = MPI_THREAD_SINGLE;
+  bool failed_together_ = false;
   int rank_ = 0, world_size_ = 1, local_rank_ = 0, local_size_ = 1, node_count_ = 1;
   MPI_Comm world_ = MPI_COMM_NULL;
 };

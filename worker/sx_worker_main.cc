@@ -9,6 +9,7 @@
 #include "common/guard.h"
 #include "worker/comm_env.h"
 #include "worker/config.h"
+#include "worker/shared_storage.h"
 #include "worker/train.h"
 
 static int worker_main(int argc, char** argv) {
@@ -42,7 +43,12 @@ static int worker_main(int argc, char** argv) {
   // An exception (std::bad_alloc above all) ends this rank like an error does, with MPI_Abort below.
   sx::Status st = sx::guarded("sx_worker", [&] { return sx::worker::run_job(config.value(), *env.value()); });
   if (!st.is_ok()) {
-    std::fprintf(stderr, "sx_worker [rank %d]: %s\n", env.value()->rank(), st.to_string().c_str());
+    if (env.value()->failed_together()) {  // every rank knows: one message, no abort
+      if (env.value()->is_root()) std::fprintf(stderr, "sx_worker: %s\n", st.to_string().c_str());
+      return 1;
+    }
+    std::fprintf(stderr, "sx_worker [rank %d on %s]: %s\n", env.value()->rank(), sx::worker::host_name().c_str(),
+                 st.to_string().c_str());
     // A failure on one rank would leave the others blocked in a collective: end the whole job.
     if (env.value()->world_size() > 1) MPI_Abort(MPI_COMM_WORLD, 1);
     return 1;

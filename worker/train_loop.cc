@@ -12,6 +12,7 @@
 #include <optional>
 
 #include <nlohmann/json.hpp>
+#include <zlib.h>
 
 #include "dataplane/reader.h"
 #include "model/lr_schedule.h"
@@ -28,6 +29,7 @@
 #include "worker/eval.h"
 #include "worker/metrics.h"
 #include "worker/plot.h"
+#include "worker/shared_storage.h"
 #include "worker/train.h"
 #include "worker/train_device.h"
 #include "worker/train_mixup.h"
@@ -50,7 +52,9 @@ class Trainer {
  private:
   Status open_reader(const std::string& dir, bool train, std::unique_ptr<dataplane::Reader>* out);
   Status lock_run_dirs();
+  Status agree_on_storage();
   Status load_start_state();
+  Status fail_together(const std::string& message);
   Status average_bn_stats();
   Status save_checkpoint();
   Status run_eval(int64_t epoch, std::optional<EvalResult>* out);
@@ -89,6 +93,7 @@ class Trainer {
   std::vector<float> images_, soft_targets_;
   std::vector<float> accum_;  // (params) gradient sum of the step's earlier micro-batches
   std::vector<int32_t> labels_;
+  std::optional<storage::LoadResult> resumed_;  // the checkpoint agree_on_storage loaded (every rank the same)
 
   // Position: `step` optimizer steps done; the reader is in `epoch` at `step_in_epoch`.
   int64_t step_ = 0, epoch_ = 0, step_in_epoch_ = 0;
@@ -156,8 +161,12 @@ Status Trainer::setup() {
   }
 #endif
 
+  if (training) SX_TRY(open_reader(c_.data.train, true, &train_reader_));
+  if (!c_.data.val.empty()) SX_TRY(open_reader(c_.data.val, false, &val_reader_));
+  if (training && !c_.data.test.empty()) SX_TRY(open_reader(c_.data.test, false, &test_reader_));
+  // Before any collective that depends on storage: the same data and the same start state everywhere.
+  if (training) SX_TRY(agree_on_storage());
   if (training) {
-    SX_TRY(open_reader(c_.data.train, true, &train_reader_));
     std::vector<int64_t> boundaries;
     for (const model::ParamInfo& p : net_->params()) boundaries.push_back(p.offset + p.count);
     CommOptions co;
@@ -193,8 +202,6 @@ Status Trainer::setup() {
     schedule_.emplace(std::move(schedule));
     segments_ = net_->sgd_segments(float(c_.optimizer.weight_decay), float(c_.optimizer.bn_bias_decay));
   }
-  if (!c_.data.val.empty()) SX_TRY(open_reader(c_.data.val, false, &val_reader_));
-  if (training && !c_.data.test.empty()) SX_TRY(open_reader(c_.data.test, false, &test_reader_));
 
   // mode=eval writes nothing into a run directory: the run it evaluates keeps its records.
   if (env_.is_root() && training) {
@@ -227,20 +234,88 @@ Status Trainer::setup() {
   return Status::ok();
 }
 
-Status Trainer::load_start_state() {
-  auto slots = stage_->slots(/*with_momentum=*/true);
-  std::optional<storage::LoadResult> loaded;
-  if (c_.resume != "none") {
-    auto r = c_.resume == "auto" ? storage::load_latest(c_.checkpoint_dir(), slots)
-                                 : storage::load_checkpoint(c_.resume, slots);
-    if (r.is_ok()) {
-      loaded = std::move(r).value();
-    } else if (c_.resume == "auto" && r.status().code() == StatusCode::kNotFound) {
-      say("resume=auto: no checkpoint in " + c_.checkpoint_dir() + ", starting fresh");
-    } else {
-      return r.status().with_context("resume=" + c_.resume);
+Status Trainer::fail_together(const std::string& message) {
+  env_.set_failed_together();
+  return Status::unavailable(env_.is_root() ? message : "(the job-wide error is reported by rank 0)");
+}
+
+// Shared storage is checked, not assumed (shared_storage.h). (1) The data: every rank's manifests
+// (which carry each shard's crc32) must be identical. (2) The start state: rank 0 alone decides
+// what the job resumes from (resume=auto: the latest checkpoint that verifies, with fallback) and
+// broadcasts the path; every other rank loads exactly that file, and the crc32 of the loaded
+// tensors must equal rank 0's. When rank 0 starts fresh under resume=auto, no other rank may see a
+// checkpoint there. Any difference ends every rank with the same error before a collective could
+// take different paths on different ranks.
+Status Trainer::agree_on_storage() {
+  struct DataSet { const char* key; const std::string* dir; const dataplane::Reader* reader; };
+  for (const DataSet& d : {DataSet{"data.train", &c_.data.train, train_reader_.get()},
+                           DataSet{"data.val", &c_.data.val, val_reader_.get()},
+                           DataSet{"data.test", &c_.data.test, test_reader_.get()}}) {
+    if (d.reader == nullptr) continue;
+    const dataplane::Manifest& m = d.reader->manifest();
+    const std::string text = dataplane::manifest_to_json(m).dump();
+    RankView mine{true, uint32_t(crc32(0L, reinterpret_cast<const Bytef*>(text.data()), uInt(text.size()))), ""};
+    mine.detail = *d.dir + "/manifest.json: " + std::to_string(m.num_samples) + " samples in " +
+                  std::to_string(m.shards.size()) + " shard(s), manifest crc32 " + dataplane::crc32_hex(mine.digest);
+    SX_ASSIGN_OR_RETURN(auto views, gather_views(env_, mine));
+    const std::vector<std::string> diff = differing_views(views);
+    if (!diff.empty()) {
+      std::string msg = std::string("the ranks do not read the same ") + d.key + ": rank 0 on " + views[0].host +
+                        " reads " + views[0].view.detail;
+      for (const std::string& line : diff) msg += "\n  but " + line;
+      return fail_together(msg + "\nHINT: " + d.key + " must name the same sx_prep output on every host (a shared " +
+                           "file system, or identical copies at the same path)");
     }
   }
+
+  auto slots = stage_->slots(/*with_momentum=*/true);
+  const std::string dir = c_.checkpoint_dir();
+  // Rank 0's decision: "F" fresh, "L<path>" load that file, "E<message>" rank 0 failed.
+  std::string decision = "F";
+  if (env_.is_root() && c_.resume != "none") {
+    auto r = c_.resume == "auto" ? storage::load_latest(dir, slots) : storage::load_checkpoint(c_.resume, slots);
+    if (r.is_ok()) {
+      decision = "L" + r->path;
+      resumed_ = std::move(r).value();
+    } else if (!(c_.resume == "auto" && r.status().code() == StatusCode::kNotFound)) {
+      decision = "E" + r.status().with_context("resume=" + c_.resume).to_string();
+    }
+  }
+  SX_TRY(bcast_string(env_, &decision));
+  if (decision[0] == 'E') return fail_together(decision.substr(1));
+
+  RankView mine;
+  if (decision[0] == 'L') {
+    const std::string path = decision.substr(1);
+    if (!env_.is_root()) {
+      auto r = storage::load_checkpoint(path, slots, {.fallback = false});
+      if (r.is_ok()) resumed_ = std::move(r).value();
+      else mine = RankView{false, 0, "cannot load it: " + r.status().to_string()};
+    }
+    if (mine.ok) {
+      mine.digest = crc32_of_slots(slots);
+      mine.detail = "loads " + path + " (step " + std::to_string(resumed_->meta.step) + ", crc32 " +
+                    dataplane::crc32_hex(mine.digest) + " of the loaded tensors)";
+    }
+  } else if (c_.resume == "auto") {
+    auto latest = storage::find_latest(dir);
+    mine = latest.is_ok() ? RankView{true, 1, "sees " + *latest + " in checkpoint.dir"}
+                          : RankView{true, 0, "sees no checkpoint in " + dir + ", starts fresh"};
+  }
+  SX_ASSIGN_OR_RETURN(auto views, gather_views(env_, mine));
+  const std::vector<std::string> diff = differing_views(views);
+  if (!diff.empty()) {
+    std::string msg = "the ranks do not see the same checkpoint: rank 0 on " + views[0].host + " " + views[0].view.detail;
+    for (const std::string& line : diff) msg += "\n  but " + line;
+    return fail_together(msg + "\nHINT: checkpoint.dir (" + dir + ") must be one directory that every host sees at " +
+                         "the same path (a shared file system), and resume=PATH a file every host can read");
+  }
+  return Status::ok();
+}
+
+Status Trainer::load_start_state() {
+  std::optional<storage::LoadResult>& loaded = resumed_;
+  if (!loaded && c_.resume == "auto") say("resume=auto: no checkpoint in " + c_.checkpoint_dir() + ", starting fresh");
   if (loaded) {
     for (const std::string& w : loaded->warnings) say("warning: " + w);
     const storage::CheckpointMeta& m = loaded->meta;
@@ -270,7 +345,7 @@ Status Trainer::load_start_state() {
     }
     say("resumed from " + loaded->path + " at step " + std::to_string(step_) + " (epoch " + std::to_string(epoch_) +
         ", sample " + std::to_string(step_in_epoch_ * job_.global_batch) + ")");
-    return stage_->push(HostStage::kAll);  // every rank loaded the same file: nothing to broadcast
+    return stage_->push(HostStage::kAll);  // every rank loaded the same file (agree_on_storage checked)
   }
   if (!c_.pretrained.empty()) {
     SX_TRY(stage_->pull(HostStage::kParams | HostStage::kBnStats));  // the fresh init of skipped tensors
