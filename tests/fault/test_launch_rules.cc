@@ -153,3 +153,21 @@ TEST(Blame, LostDaemonsAreReportedSeparately) {
 }
 
 }  // namespace sx::launch
+
+namespace sx::launch {
+namespace {
+
+// cluster-configs/hosts-Nx8: N hosts of 8 slots, read the way sx_launch (and Open MPI) read them.
+TEST(Hosts, ClusterConfigHostfiles) {
+  for (int n : {1, 2, 4, 8}) {
+    const std::string path = std::string(SX_SOURCE_DIR) + "/cluster-configs/hosts-" + std::to_string(n) + "x8";
+    auto hosts = read_hostfile(path, 1);
+    ASSERT_TRUE(hosts.is_ok()) << hosts.status().to_string();
+    ASSERT_EQ(hosts->size(), size_t(n)) << path;
+    EXPECT_EQ(total_slots(*hosts), 8 * n) << path;
+    for (const Host& h : *hosts) EXPECT_EQ(h.slots, 8) << path << ": " << h.name;
+  }
+}
+
+}  // namespace
+}  // namespace sx::launch
