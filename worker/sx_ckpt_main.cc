@@ -1,7 +1,7 @@
 // sx_ckpt: checkpoints from the shell.
 //   sx_ckpt inspect <dir|dir/latest|file.h5>                 metadata and tensor list
 //   sx_ckpt verify  <dir|dir/latest|file.h5>                 check every checksum; exit 1 if any fails
-//   sx_ckpt export  <dir|dir/latest|file.h5> --format torch -o model.pt
+//   sx_ckpt export  <dir|dir/latest|file.h5> --format torch -o model.pt   (or --format onnx -o model.onnx)
 //   sx_ckpt import  model.pt --arch se_resnext50_32x4d -o pretrained.h5   (for -o pretrained=pretrained.h5)
 #include <cstdio>
 #include <string>
@@ -10,6 +10,7 @@
 
 #include "common/guard.h"
 #include "storage/checkpoint.h"
+#include "worker/onnx_export.h"
 #include "worker/torch_convert.h"
 
 namespace {
@@ -54,6 +55,7 @@ Status inspect(const std::string& path, bool verify_only) {
 Status export_checkpoint(const std::string& path, const std::string& format, const std::string& out) {
   SX_ASSIGN_OR_RETURN(std::string file, resolve(path));
   if (format == "torch") SX_TRY(sx::worker::export_torch(file, out));
+  if (format == "onnx") SX_TRY(sx::worker::export_onnx(file, out));
   std::printf("%s -> %s (%s)\n", file.c_str(), out.c_str(), format.c_str());
   return Status::ok();
 }
@@ -81,10 +83,12 @@ static int ckpt_main(int argc, char** argv) {
   verify_cmd->add_option("checkpoint", path, "run or checkpoint directory, its `latest`, or a ckpt-*.h5 file")->required();
 
   CLI::App* export_cmd = app.add_subcommand(
-      "export", "write the parameters and BN statistics as a PyTorch state_dict (torchvision/timm names)");
+      "export", "write the weights as a PyTorch state_dict (torchvision/timm names) or an ONNX inference graph");
   export_cmd->add_option("checkpoint", path, "run or checkpoint directory, its `latest`, or a ckpt-*.h5 file")->required();
-  export_cmd->add_option("--format", format, "torch: a torch.save file for load_state_dict")
-      ->check(CLI::IsMember({"torch"}));
+  export_cmd->add_option("--format", format,
+                         "torch: a torch.save file for load_state_dict; onnx: the inference graph (opset 11, BN folded, "
+                         "input 'input' (N, C, S, S) normalised, output 'logits')")
+      ->check(CLI::IsMember({"torch", "onnx"}));
   export_cmd->add_option("-o,--out", out, "output file")->required();
 
   CLI::App* import_cmd = app.add_subcommand(
