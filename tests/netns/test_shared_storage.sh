@@ -68,7 +68,7 @@ job() {
   shift
   # shellcheck disable=SC2086
   timeout 180 mpirun $SX_NETNS_MPIRUN_ARGS -np 2 "$@" --map-by node "$BIN/sx_worker" -c "$CONFIG" \
-    -o run_dir="$WORK/run" -o data.train="$WORK/shared/data" -o data.val= -o epochs=2 -o batch.per_rank=16 \
+    -o run_dir="$WORK/run" -o data.train="$WORK/shared/data" -o data.val= -o data.test= -o epochs=2 -o batch.per_rank=16 \
     -o checkpoint.every_steps=4 -o checkpoint.async=false -o log.progress=on -o log.every_steps=1 \
     -o numerics.threads=1 "${JOB_ARGS[@]}" >"$log" 2>&1 || rc=$?
   [ $rc -ne 124 ] || { cat "$log" >&2; fail "$log: the job hung (timeout)"; }
@@ -115,7 +115,7 @@ ok "checkpoint only on rank 1's host: rank 0 does not start fresh, one error nam
 mkdir -p "$HOSTDIR/${PREFIX}2"
 JOB_ARGS=(-o checkpoint.dir="$HOSTDIR/${PREFIX}2/ckpt" -o max_steps=4 -o seed=7)
 mpirun_np1() {
-  timeout 180 "$BIN/sx_worker" -c "$CONFIG" -o run_dir="$WORK/run1" -o data.train="$WORK/shared/data" -o data.val= \
+  timeout 180 "$BIN/sx_worker" -c "$CONFIG" -o run_dir="$WORK/run1" -o data.train="$WORK/shared/data" -o data.val= -o data.test= \
     -o epochs=2 -o batch.per_rank=32 -o checkpoint.every_steps=4 -o checkpoint.async=false -o log.progress=off \
     -o numerics.threads=1 "${JOB_ARGS[@]}" >"$WORK/4a.log" 2>&1
 }

@@ -127,7 +127,7 @@ done
 
 # The MPI launch stays on the emulated network (TCP between the namespaces).
 export SX_BIN=$BIN SX_MPIRUN_ARGS="--allow-run-as-root --mca pml ob1 --mca btl tcp,self --mca btl_tcp_if_include $SUBNET --mca oob_tcp_if_include $SUBNET"
-ARGS=(-o run_dir="$W/run" -o data.train="$W/data/train" -o data.val="$W/data/val" -o epochs=2 -o batch.per_rank=16
+ARGS=(-o run_dir="$W/run" -o data.train="$W/data/train" -o data.val="$W/data/val" -o data.test= -o epochs=2 -o batch.per_rank=16
       -o checkpoint.every_steps=2 -o checkpoint.async=false -o log.progress=on -o numerics.threads=1)
 submit() {  # LOG [more args]: sbatch --wait, 2 nodes x 1 task; returns sbatch's exit code
   local log=$1
